@@ -1,0 +1,1 @@
+"""Generated protobuf code (scripts/gen-proto.sh). Do not edit; import through umbra_waku."""
