@@ -145,7 +145,9 @@ def connect(url: str, **options: object) -> Transport:
     return transport_factory(url)(url, **options)
 
 
-async def fetch_history(transport: Transport, query: HistoryQuery) -> AsyncIterator[ReceivedMessage]:
+async def fetch_history(
+    transport: Transport, query: HistoryQuery
+) -> AsyncIterator[ReceivedMessage]:
     """Every stored message matching ``query``, following cursors page by page."""
     cursor = query.cursor
     while True:

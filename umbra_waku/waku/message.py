@@ -1,7 +1,8 @@
 """14/WAKU2-MESSAGE: the WakuMessage, its protobuf encoding and its deterministic hash.
 
 The hash is SHA-256 over pubsub_topic || payload || content_topic || meta || uint64_be(timestamp),
-exactly as nwaku (``waku_core/message/digest.nim``), go-waku (``pb/utils.go``) and js-waku compute it.
+exactly as nwaku (``waku_core/message/digest.nim``), go-waku (``pb/utils.go``) and js-waku
+compute it.
 version, ephemeral and the RLN proof are not hashed; the pubsub topic is.
 """
 
@@ -120,7 +121,9 @@ class WakuMessage:
         )
 
     def hash(self, pubsub_topic: str) -> MessageHash:
-        return message_hash(pubsub_topic, self.payload, self.content_topic, self.meta, self.timestamp)
+        return message_hash(
+            pubsub_topic, self.payload, self.content_topic, self.meta, self.timestamp
+        )
 
     def encode(self) -> bytes:
         """The protobuf encoding, the form whose size the network limits."""
@@ -143,7 +146,7 @@ class WakuMessage:
         pb = waku_message_pb2.WakuMessage()
         try:
             pb.ParseFromString(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        except Exception as exc:
             raise InvalidInput(f"not a WakuMessage: {exc}") from exc
         return cls(
             payload=pb.payload,

@@ -1,0 +1,599 @@
+"""PrivateV1: an encrypted 1:1 conversation created by an invitation.
+
+Key agreement (from the invitation). Initiator static key IK_i, a fresh ephemeral key EK,
+recipient static key IK_r::
+
+    SK   = HKDF(DH(IK_i, IK_r) || DH(EK, IK_r), salt="", info=AGREEMENT || IK_i || IK_r || EK, 32)
+    meta = HKDF(SK, salt="", info=META, 160) = hint_i2r | hint_r2i | header_i2r | header_r2i | confirm
+
+``key_confirmation = HMAC(confirm, INVITE || IK_i || EK || IK_r || created_at_ms || initial_frame)``
+proves the invitation came from the holder of IK_i's private key: the inbox authenticates no one.
+
+Ratchet: the Double Ratchet (Signal specification) with EK as the initiator's first ratchet key
+and IK_r as the recipient's, so both can send at once. KDF_RK(rk, dh) = HKDF(dh, salt=rk,
+info=RATCHET, 64) -> (rk, ck); KDF_CK(ck) = (HMAC(ck, 0x02), HMAC(ck, 0x01)) -> (ck, mk).
+Each message key is used once and then deleted: forward secrecy; every DH step heals a compromise.
+
+On the wire (EncryptedBytes.ratchet): each direction numbers its envelopes with a counter g.
+``hint = hex keyed-BLAKE2s(hint key of the direction, g)``: unlinkable without the key, and the
+receiver precomputes the hints of the next ``window`` counters, so it matches in O(1) and copes
+with loss and reordering within the window. The RatchetHeader is sealed under the direction's
+header key with nonce g (so observers cannot link envelopes by ratchet key); the frame is sealed
+under the message key. Both bind the hint and salt as associated data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from google.protobuf.message import DecodeError
+
+from umbra_waku import crypto
+from umbra_waku._proto import umbra_envelope_pb2, umbra_frames_pb2
+from umbra_waku.conversations.base import ConversationType, FrameError
+from umbra_waku.crypto import CryptoFailure
+from umbra_waku.envelope import encode_envelope
+from umbra_waku.errors import ConversationError, StateError
+from umbra_waku.frames import Closed, Content, Frame, Invitation
+from umbra_waku.hints import HintIndex, private_hint
+
+PRIVATE_TOPIC = "/umbra/1/private/proto"
+
+PRIVATE_V1 = ConversationType(
+    name="private/v1",
+    content_topics=(PRIVATE_TOPIC,),
+    encryption="x25519 key agreement + double ratchet + chacha20-poly1305 (EncryptedBytes.ratchet)",
+    frames=("PrivateV1Frame.content", "PrivateV1Frame.close"),
+)
+
+AGREEMENT_INFO = b"umbra-waku/private/v1/agreement"
+META_INFO = b"umbra-waku/private/v1/meta"
+RATCHET_INFO = b"umbra-waku/private/v1/ratchet"
+INVITE_LABEL = b"umbra-waku/private/v1/invite"
+ID_LABEL = b"umbra-waku/private/v1/id"
+
+DEFAULT_WINDOW = 8  # hints precomputed ahead of the next expected counter
+MAX_SKIP = 256  # message keys and counters kept for late messages, per conversation
+STATE_VERSION = 1
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_KEYS = ("send_hint_key", "recv_hint_key", "send_header_key", "recv_header_key")
+
+
+def conversation_id_for(initiator: bytes, recipient: bytes, ephemeral: bytes) -> str:
+    return (
+        "/private/v1/" + hashlib.blake2s(ID_LABEL + initiator + recipient + ephemeral).hexdigest()
+    )
+
+
+def _kdf_rk(root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
+    out = crypto.hkdf(dh_out, salt=root_key, info=RATCHET_INFO, length=64)
+    return out[:32], out[32:]
+
+
+def _kdf_ck(chain_key: bytes) -> tuple[bytes, bytes]:
+    return crypto.hmac_sha256(chain_key, b"\x02"), crypto.hmac_sha256(chain_key, b"\x01")
+
+
+def _nonce(counter: int) -> bytes:
+    return b"\x00\x00\x00\x00" + _U64.pack(counter)
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """Everything both sides derive from one invitation."""
+
+    conversation_id: str
+    shared_secret: bytes
+    hint_i2r: bytes
+    hint_r2i: bytes
+    header_i2r: bytes
+    header_r2i: bytes
+    confirm_key: bytes
+
+    @classmethod
+    def derive(
+        cls,
+        dh_static: bytes,
+        dh_ephemeral: bytes,
+        initiator: bytes,
+        recipient: bytes,
+        ephemeral: bytes,
+    ) -> Agreement:
+        sk = crypto.hkdf(
+            dh_static + dh_ephemeral,
+            salt=b"",
+            info=AGREEMENT_INFO + initiator + recipient + ephemeral,
+            length=32,
+        )
+        meta = crypto.hkdf(sk, salt=b"", info=META_INFO, length=160)
+        return cls(
+            conversation_id_for(initiator, recipient, ephemeral),
+            sk,
+            meta[0:32],
+            meta[32:64],
+            meta[64:96],
+            meta[96:128],
+            meta[128:160],
+        )
+
+    def confirmation(self, invite: umbra_frames_pb2.InvitePrivateV1) -> bytes:
+        transcript = (
+            INVITE_LABEL
+            + invite.initiator_static_key
+            + invite.initiator_ephemeral_key
+            + invite.recipient_static_key
+            + _U64.pack(invite.created_at_ms)
+            + invite.initial_frame
+        )
+        return crypto.hmac_sha256(self.confirm_key, transcript)
+
+
+def encode_content(content: Content) -> bytes:
+    return umbra_frames_pb2.ContentFrame(
+        domain=content.domain, tag=content.tag, bytes=content.data
+    ).SerializeToString()
+
+
+def decode_content(data: bytes, sent_at_ms: int = 0) -> Content:
+    frame = umbra_frames_pb2.ContentFrame()
+    try:
+        frame.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise FrameError(f"not a ContentFrame: {exc}") from None
+    if not frame.domain:
+        raise FrameError("ContentFrame.domain is empty")
+    return Content(frame.bytes, frame.domain, frame.tag, sent_at_ms)
+
+
+class PrivateV1:
+    """One PrivateV1 conversation: its ratchet, its hint window and its saved form.
+
+    Sans-IO: ``seal`` returns bytes to publish, ``open`` takes received envelope fields. The
+    caller persists :meth:`to_state` after every change, before publishing what ``seal`` made
+    (a counter must never be used twice).
+    """
+
+    kind = PRIVATE_V1
+    content_topic = PRIVATE_TOPIC
+
+    __slots__ = (
+        "_header_aead_recv",
+        "_header_aead_send",
+        "_index",
+        "ckr",
+        "cks",
+        "closed",
+        "conversation_id",
+        "created_at_ms",
+        "dhr",
+        "dhs_priv",
+        "dhs_pub",
+        "initiator",
+        "local_static",
+        "missing",
+        "nr",
+        "ns",
+        "pn",
+        "recv_header_key",
+        "recv_hint_key",
+        "recv_next",
+        "remote_static",
+        "root_key",
+        "send_counter",
+        "send_header_key",
+        "send_hint_key",
+        "skipped",
+        "window",
+    )
+
+    conversation_id: str
+    initiator: bool
+    local_static: bytes
+    remote_static: bytes
+    created_at_ms: int
+    root_key: bytes
+    dhs_priv: bytes
+    dhs_pub: bytes
+    dhr: bytes
+    send_hint_key: bytes
+    recv_hint_key: bytes
+    send_header_key: bytes
+    recv_header_key: bytes
+    _header_aead_send: ChaCha20Poly1305
+    _header_aead_recv: ChaCha20Poly1305
+
+    def __init__(self) -> None:
+        self._index: HintIndex[PrivateV1] | None = None
+        self.window = DEFAULT_WINDOW
+        self.closed = False
+        self.skipped: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self.missing: OrderedDict[int, None] = OrderedDict()
+        self.ns = self.nr = self.pn = 0
+        self.send_counter = self.recv_next = 0
+        self.cks: bytes | None = None
+        self.ckr: bytes | None = None
+
+    # ---- creation ----
+
+    @classmethod
+    def initiate(
+        cls,
+        local_private: bytes,
+        remote_static: bytes,
+        *,
+        created_at_ms: int,
+        initial: Content | None = None,
+        ephemeral_private: bytes | None = None,
+    ) -> tuple[PrivateV1, umbra_frames_pb2.InboxV1Frame]:
+        """Start a conversation with ``remote_static``: the conversation and its invitation frame
+        (to be sealed to the peer's inbox). ``ephemeral_private`` is for test vectors only."""
+        local_static = crypto.public_key(local_private)
+        ek_priv = crypto.generate_private_key() if ephemeral_private is None else ephemeral_private
+        ek_pub = crypto.public_key(ek_priv)
+        agreement = Agreement.derive(
+            crypto.x25519(local_private, remote_static),
+            crypto.x25519(ek_priv, remote_static),
+            local_static,
+            remote_static,
+            ek_pub,
+        )
+        frame = umbra_frames_pb2.InboxV1Frame()
+        invite = frame.invite_private_v1
+        invite.initiator_static_key = local_static
+        invite.initiator_ephemeral_key = ek_pub
+        invite.recipient_static_key = remote_static
+        invite.created_at_ms = created_at_ms
+        if initial is not None:
+            invite.initial_frame = encode_content(initial)
+        invite.key_confirmation = agreement.confirmation(invite)
+
+        conv = cls()
+        conv._init_common(agreement, True, local_static, remote_static, created_at_ms)
+        conv.dhs_priv, conv.dhs_pub, conv.dhr = ek_priv, ek_pub, remote_static
+        conv.root_key, conv.cks = _kdf_rk(
+            agreement.shared_secret, crypto.x25519(ek_priv, remote_static)
+        )
+        return conv, frame
+
+    @classmethod
+    def accept(
+        cls, local_private: bytes, invite: umbra_frames_pb2.InvitePrivateV1
+    ) -> tuple[PrivateV1, Invitation]:
+        """Check an invitation and create the recipient's side; raises FrameError or
+        CryptoFailure when it is malformed or forged."""
+        local_static = crypto.public_key(local_private)
+        for name in ("initiator_static_key", "initiator_ephemeral_key", "recipient_static_key"):
+            if len(getattr(invite, name)) != crypto.KEY_BYTES:
+                raise FrameError(f"invitation {name} must be 32 bytes")
+        if invite.recipient_static_key != local_static:
+            raise FrameError("invitation is addressed to another client")
+        if invite.initiator_static_key == local_static:
+            raise FrameError("invitation from ourselves")
+        remote_static = invite.initiator_static_key
+        ek_pub = invite.initiator_ephemeral_key
+        agreement = Agreement.derive(
+            crypto.x25519(local_private, remote_static),
+            crypto.x25519(local_private, ek_pub),
+            remote_static,
+            local_static,
+            ek_pub,
+        )
+        if not hmac.compare_digest(agreement.confirmation(invite), invite.key_confirmation):
+            raise FrameError("invitation key confirmation does not verify (forged invitation)")
+        initial = (
+            decode_content(invite.initial_frame, invite.created_at_ms)
+            if invite.initial_frame
+            else None
+        )
+
+        conv = cls()
+        conv._init_common(agreement, False, local_static, remote_static, invite.created_at_ms)
+        conv.dhr = ek_pub
+        conv.root_key, conv.ckr = _kdf_rk(
+            agreement.shared_secret, crypto.x25519(local_private, ek_pub)
+        )
+        conv.dhs_priv = crypto.generate_private_key()
+        conv.dhs_pub = crypto.public_key(conv.dhs_priv)
+        conv.root_key, conv.cks = _kdf_rk(conv.root_key, crypto.x25519(conv.dhs_priv, ek_pub))
+        invitation = Invitation(
+            agreement.conversation_id, remote_static.hex(), invite.created_at_ms, initial
+        )
+        return conv, invitation
+
+    def _init_common(
+        self,
+        agreement: Agreement,
+        initiator: bool,
+        local_static: bytes,
+        remote_static: bytes,
+        created: int,
+    ) -> None:
+        self.conversation_id = agreement.conversation_id
+        self.initiator = initiator
+        self.local_static = local_static
+        self.remote_static = remote_static
+        self.created_at_ms = created
+        if initiator:
+            self.send_hint_key, self.recv_hint_key = agreement.hint_i2r, agreement.hint_r2i
+            self.send_header_key, self.recv_header_key = agreement.header_i2r, agreement.header_r2i
+        else:
+            self.send_hint_key, self.recv_hint_key = agreement.hint_r2i, agreement.hint_i2r
+            self.send_header_key, self.recv_header_key = agreement.header_r2i, agreement.header_i2r
+        self._make_header_aeads()
+
+    def _make_header_aeads(self) -> None:
+        self._header_aead_send = ChaCha20Poly1305(self.send_header_key)
+        self._header_aead_recv = ChaCha20Poly1305(self.recv_header_key)
+
+    @property
+    def peer_address(self) -> str:
+        return self.remote_static.hex()
+
+    # ---- hint window ----
+
+    def expected_counters(self) -> list[int]:
+        return [*self.missing, *range(self.recv_next, self.recv_next + self.window)]
+
+    def attach(self, index: HintIndex[PrivateV1]) -> None:
+        """Register the hints this conversation expects in ``index``."""
+        self._index = index
+        for counter in self.expected_counters():
+            index.add(private_hint(self.recv_hint_key, counter), self, counter)
+
+    def detach(self) -> None:
+        index, self._index = self._index, None
+        if index is not None:
+            for counter in self.expected_counters():
+                index.remove(private_hint(self.recv_hint_key, counter))
+
+    def _consume_counter(self, counter: int) -> None:
+        """Move the window past ``counter`` after it was read."""
+        index = self._index
+        hint_key = self.recv_hint_key
+        if counter in self.missing:
+            del self.missing[counter]
+        else:
+            old_end = self.recv_next + self.window
+            for skipped in range(self.recv_next, counter):
+                self.missing[skipped] = None
+            self.recv_next = counter + 1
+            if index is not None:
+                for new in range(max(old_end, self.recv_next), self.recv_next + self.window):
+                    index.add(private_hint(hint_key, new), self, new)
+            while len(self.missing) > MAX_SKIP:
+                dropped, _ = self.missing.popitem(last=False)
+                if index is not None:
+                    index.remove(private_hint(hint_key, dropped))
+        if index is not None:
+            index.remove(private_hint(hint_key, counter))
+
+    # ---- sending ----
+
+    def seal(self, frame: umbra_frames_pb2.PrivateV1Frame, *, salt: int) -> tuple[str, bytes]:
+        """Encrypt one frame: (hint, envelope bytes). Advances the sending ratchet."""
+        if self.cks is None:  # pragma: no cover - both sides have a sending chain from the start
+            raise ConversationError("no sending chain")
+        counter = self.send_counter
+        conversation_hint = private_hint(self.send_hint_key, counter)
+        aad = conversation_hint.encode() + _U32.pack(salt)
+        header = umbra_frames_pb2.RatchetHeader(
+            ratchet_key=self.dhs_pub, previous_chain_length=self.pn, message_number=self.ns
+        ).SerializeToString()
+        self.cks, message_key = _kdf_ck(self.cks)
+        encrypted = umbra_envelope_pb2.EncryptedBytes()
+        encrypted.ratchet.header = self._header_aead_send.encrypt(_nonce(counter), header, aad)
+        encrypted.ratchet.ciphertext = crypto.aead_seal(
+            message_key, crypto.ZERO_NONCE, frame.SerializeToString(), aad + header
+        )
+        self.ns += 1
+        self.send_counter = counter + 1
+        return conversation_hint, encode_envelope(conversation_hint, salt, encrypted)
+
+    # ---- receiving ----
+
+    def open(
+        self,
+        counter: int,
+        conversation_hint: str,
+        salt: int,
+        encrypted: umbra_envelope_pb2.EncryptedBytes,
+    ) -> Frame:
+        """Decrypt the envelope the index matched to ``counter``; raises CryptoFailure or
+        FrameError and then leaves the state untouched."""
+        if encrypted.WhichOneof("encryption") != "ratchet":
+            raise FrameError("PrivateV1 envelopes must use EncryptedBytes.ratchet")
+        aad = conversation_hint.encode() + _U32.pack(salt)
+        try:
+            header_bytes = self._header_aead_recv.decrypt(
+                _nonce(counter), encrypted.ratchet.header, aad
+            )
+        except Exception as exc:
+            raise CryptoFailure("header authentication failed") from exc
+        header = umbra_frames_pb2.RatchetHeader()
+        try:
+            header.ParseFromString(header_bytes)
+        except (DecodeError, ValueError, RuntimeError):
+            raise FrameError("bad ratchet header") from None
+        if len(header.ratchet_key) != crypto.KEY_BYTES:
+            raise FrameError("ratchet key must be 32 bytes")
+        commit, message_key = self._message_key(header)
+        plaintext = crypto.aead_open(
+            message_key, crypto.ZERO_NONCE, encrypted.ratchet.ciphertext, aad + header_bytes
+        )
+        frame = _decode_private_frame(plaintext)
+        commit()
+        self._consume_counter(counter)
+        if isinstance(frame, Closed):
+            self.closed = True
+        return frame
+
+    def _message_key(
+        self, header: umbra_frames_pb2.RatchetHeader
+    ) -> tuple[Callable[[], None], bytes]:
+        """The message key for ``header`` and a function that commits the ratchet changes."""
+        dh, n = header.ratchet_key, header.message_number
+        skipped_key = self.skipped.get((dh, n))
+        if skipped_key is not None:
+
+            def forget_skipped() -> None:
+                del self.skipped[(dh, n)]
+
+            return forget_skipped, skipped_key
+
+        skipped: list[tuple[tuple[bytes, int], bytes]] = []
+        root_key, ckr, nr = self.root_key, self.ckr, self.nr
+        dhs_priv, dhs_pub, cks, pn = self.dhs_priv, self.dhs_pub, self.cks, self.pn
+        new_ratchet = dh != self.dhr
+        if new_ratchet:
+            if ckr is not None:
+                ckr, nr = self._skip(ckr, nr, header.previous_chain_length, self.dhr, skipped)
+            root_key, ckr = _kdf_rk(root_key, crypto.x25519(dhs_priv, dh))
+            nr = 0
+            pn = self.ns
+            dhs_priv = crypto.generate_private_key()
+            dhs_pub = crypto.public_key(dhs_priv)
+            root_key, cks = _kdf_rk(root_key, crypto.x25519(dhs_priv, dh))
+        if ckr is None:
+            raise FrameError("no receiving chain for this ratchet key")
+        ckr, nr = self._skip(ckr, nr, n, dh, skipped)
+        ckr, message_key = _kdf_ck(ckr)
+        nr += 1
+
+        def commit() -> None:
+            for key, value in skipped:
+                self.skipped[key] = value
+            while len(self.skipped) > MAX_SKIP:
+                self.skipped.popitem(last=False)
+            self.root_key, self.ckr, self.nr = root_key, ckr, nr
+            if new_ratchet:
+                self.dhr = dh
+                self.dhs_priv, self.dhs_pub, self.cks, self.pn = dhs_priv, dhs_pub, cks, pn
+                self.ns = 0
+
+        return commit, message_key
+
+    @staticmethod
+    def _skip(
+        chain_key: bytes, nr: int, until: int, dh: bytes, out: list[tuple[tuple[bytes, int], bytes]]
+    ) -> tuple[bytes, int]:
+        if until - nr > MAX_SKIP:
+            raise FrameError(f"message number jumps {until - nr} ahead (limit {MAX_SKIP})")
+        while nr < until:
+            chain_key, message_key = _kdf_ck(chain_key)
+            out.append(((dh, nr), message_key))
+            nr += 1
+        return chain_key, nr
+
+    # ---- persistence ----
+
+    def to_state(self) -> bytes:
+        state = umbra_frames_pb2.PrivateV1State(
+            version=STATE_VERSION,
+            conversation_id=self.conversation_id,
+            initiator=self.initiator,
+            local_static_public=self.local_static,
+            remote_static_public=self.remote_static,
+            root_key=self.root_key,
+            send_ratchet_private=self.dhs_priv,
+            send_ratchet_public=self.dhs_pub,
+            remote_ratchet_public=self.dhr,
+            send_chain_key=self.cks or b"",
+            recv_chain_key=self.ckr or b"",
+            send_message_number=self.ns,
+            recv_message_number=self.nr,
+            previous_send_chain_length=self.pn,
+            send_hint_key=self.send_hint_key,
+            recv_hint_key=self.recv_hint_key,
+            send_header_key=self.send_header_key,
+            recv_header_key=self.recv_header_key,
+            send_counter=self.send_counter,
+            recv_counter_next=self.recv_next,
+            recv_counters_missing=list(self.missing),
+            created_at_ms=self.created_at_ms,
+        )
+        for (dh, n), key in self.skipped.items():
+            state.skipped_keys.add(ratchet_key=dh, message_number=n, message_key=key)
+        return state.SerializeToString()
+
+    @classmethod
+    def from_state(cls, data: bytes) -> PrivateV1:
+        state = umbra_frames_pb2.PrivateV1State()
+        try:
+            state.ParseFromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise StateError(f"unreadable PrivateV1 state: {exc}") from None
+        if state.version != STATE_VERSION:
+            raise StateError(f"unsupported PrivateV1 state version {state.version}")
+        conv = cls()
+        conv.conversation_id = state.conversation_id
+        conv.initiator = state.initiator
+        conv.local_static = state.local_static_public
+        conv.remote_static = state.remote_static_public
+        conv.root_key = state.root_key
+        conv.dhs_priv = state.send_ratchet_private
+        conv.dhs_pub = state.send_ratchet_public
+        conv.dhr = state.remote_ratchet_public
+        conv.cks = state.send_chain_key or None
+        conv.ckr = state.recv_chain_key or None
+        conv.ns, conv.nr = state.send_message_number, state.recv_message_number
+        conv.pn = state.previous_send_chain_length
+        for name, value in zip(
+            _KEYS,
+            (
+                state.send_hint_key,
+                state.recv_hint_key,
+                state.send_header_key,
+                state.recv_header_key,
+            ),
+            strict=True,
+        ):
+            if len(value) != 32:
+                raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
+            setattr(conv, name, value)
+        conv.send_counter, conv.recv_next = state.send_counter, state.recv_counter_next
+        conv.missing = OrderedDict.fromkeys(state.recv_counters_missing)
+        for item in state.skipped_keys:
+            conv.skipped[(item.ratchet_key, item.message_number)] = item.message_key
+        conv.created_at_ms = state.created_at_ms
+        conv._make_header_aeads()
+        return conv
+
+
+def content_frame(content: Content, sent_at_ms: int) -> umbra_frames_pb2.PrivateV1Frame:
+    frame = umbra_frames_pb2.PrivateV1Frame(sent_at_ms=sent_at_ms)
+    frame.content.domain = content.domain
+    frame.content.tag = content.tag
+    frame.content.bytes = content.data
+    return frame
+
+
+def close_frame(reason: str, sent_at_ms: int) -> umbra_frames_pb2.PrivateV1Frame:
+    frame = umbra_frames_pb2.PrivateV1Frame(sent_at_ms=sent_at_ms)
+    frame.close.reason = reason
+    return frame
+
+
+def _decode_private_frame(plaintext: bytes) -> Frame:
+    frame = umbra_frames_pb2.PrivateV1Frame()
+    try:
+        frame.ParseFromString(plaintext)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise FrameError(f"not a PrivateV1Frame: {exc}") from None
+    kind = frame.WhichOneof("frame_type")
+    if kind == "content":
+        if not frame.content.domain:
+            raise FrameError("ContentFrame.domain is empty")
+        return Content(
+            frame.content.bytes, frame.content.domain, frame.content.tag, frame.sent_at_ms
+        )
+    if kind == "close":
+        return Closed(frame.close.reason)
+    raise FrameError("PrivateV1Frame carries no frame")

@@ -1,0 +1,246 @@
+"""A Session: the sans-IO protocol state of one identity.
+
+It owns the identity's default inbox, its conversations and the hint index, and it turns bytes
+received into :class:`~umbra_waku.frames.Classification` results and intentions into bytes to
+publish. It performs no I/O and never blocks, in the style of h11: a transport, a bot runtime or
+the bridge moves the bytes.
+
+Classification (profile §7) never raises, whatever the input: every byte string is exactly one
+of Readable, BadlyFormed or NotForMe. An envelope read once is recognised if it comes again and is
+reported BadlyFormed with reason ``replay``; it is never delivered twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from umbra_waku._proto import umbra_envelope_pb2
+from umbra_waku.conversations.base import FrameError
+from umbra_waku.conversations.inbox import INBOX_V1, InboxV1, seal_to_inbox
+from umbra_waku.conversations.private import (
+    PRIVATE_TOPIC,
+    PRIVATE_V1,
+    PrivateV1,
+    close_frame,
+    content_frame,
+)
+from umbra_waku.crypto import CryptoFailure
+from umbra_waku.errors import ConversationError, InvalidInput
+from umbra_waku.frames import (
+    MAX_DOMAIN_LENGTH,
+    BadlyFormed,
+    Classification,
+    Content,
+    NotForMe,
+    Readable,
+)
+from umbra_waku.hints import HINT_LENGTH, HintIndex
+from umbra_waku.identity import Identity, parse_client_address
+from umbra_waku.waku.message import MAX_MESSAGE_BYTES
+
+log = logging.getLogger("umbra_waku.session")
+
+REPLAY_MEMORY = 4096  # hints of recently read envelopes, to recognise replays
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An envelope to publish: its content topic and the envelope bytes (the Waku payload)."""
+
+    conversation_id: str
+    content_topic: str
+    payload: bytes
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Session:
+    """The protocol state of one identity (see the module docstring)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        hint_window: int | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.identity = identity
+        self.inbox = InboxV1(identity)
+        self.conversations: dict[str, PrivateV1] = {}
+        self._index: HintIndex[PrivateV1] = HintIndex()
+        self._recent: OrderedDict[str, str] = OrderedDict()  # hint -> conversation_id
+        self._hint_window = hint_window
+        self._clock_ms = clock_ms
+
+    # ---- topics and conversations ----
+
+    @property
+    def content_topics(self) -> list[str]:
+        """What a transport must subscribe to for this identity."""
+        return [self.inbox.content_topic, PRIVATE_TOPIC]
+
+    def add_conversation(self, conversation: PrivateV1) -> None:
+        if self._hint_window is not None:
+            conversation.window = self._hint_window
+        old = self.conversations.get(conversation.conversation_id)
+        if old is not None:
+            old.detach()
+        self.conversations[conversation.conversation_id] = conversation
+        conversation.attach(self._index)
+
+    def restore(self, states: Iterable[bytes]) -> None:
+        """Re-add conversations saved with :meth:`PrivateV1.to_state`."""
+        for state in states:
+            self.add_conversation(PrivateV1.from_state(state))
+
+    def remove_conversation(self, conversation_id: str) -> None:
+        conversation = self.conversations.pop(conversation_id, None)
+        if conversation is not None:
+            conversation.detach()
+
+    def conversation(self, conversation_id: str) -> PrivateV1:
+        try:
+            return self.conversations[conversation_id]
+        except KeyError:
+            raise ConversationError(f"unknown conversation {conversation_id!r}") from None
+
+    # ---- sending ----
+
+    def invite(
+        self, client_address: str, content: Content | None = None
+    ) -> tuple[PrivateV1, Outgoing]:
+        """Start a PrivateV1 conversation with ``client_address``: the conversation (already
+        added) and the invitation to publish to the peer's inbox."""
+        remote = parse_client_address(client_address)
+        if remote == self.identity.public_key:
+            raise InvalidInput("cannot start a conversation with oneself")
+        if content is not None:
+            _check_content(content)
+        conversation, frame = PrivateV1.initiate(
+            self.identity.private_key, remote, created_at_ms=self._clock_ms(), initial=content
+        )
+        topic, payload = seal_to_inbox(remote, frame)
+        _check_size(payload)
+        self.add_conversation(conversation)
+        return conversation, Outgoing(conversation.conversation_id, topic, payload)
+
+    def send(self, conversation_id: str, content: Content) -> Outgoing:
+        """Encrypt ``content`` for a conversation; persist the conversation before publishing."""
+        _check_content(content)
+        conversation = self.conversation(conversation_id)
+        if conversation.closed:
+            raise ConversationError(f"conversation {conversation_id} was closed by the peer")
+        frame = content_frame(content, self._clock_ms())
+        size = frame.ByteSize()
+        if size > MAX_MESSAGE_BYTES - 512:
+            raise InvalidInput(f"content of {size} bytes does not fit in one Waku message")
+        _, payload = conversation.seal(frame, salt=secrets.randbits(32))
+        return Outgoing(conversation_id, PRIVATE_TOPIC, payload)
+
+    def close(self, conversation_id: str, reason: str = "") -> Outgoing:
+        """Tell the peer we leave, and forget the conversation."""
+        conversation = self.conversation(conversation_id)
+        _, payload = conversation.seal(
+            close_frame(reason, self._clock_ms()), salt=secrets.randbits(32)
+        )
+        self.remove_conversation(conversation_id)
+        return Outgoing(conversation_id, PRIVATE_TOPIC, payload)
+
+    # ---- receiving ----
+
+    def classify(self, data: bytes, content_topic: str | None = None) -> Classification:
+        """Classify one received payload; Readable results have been applied to the state.
+
+        ``content_topic``, when given, lets envelopes from topics other than our inbox skip the
+        inbox check. Never raises.
+        """
+        try:
+            return self._classify(data, content_topic)
+        except Exception as exc:  # a bug must not take the receive loop down; tests assert none
+            log.exception("classification failed unexpectedly")
+            return BadlyFormed(f"internal error: {type(exc).__name__}")
+
+    def _classify(self, data: bytes, content_topic: str | None) -> Classification:
+        if len(data) > MAX_MESSAGE_BYTES:
+            return BadlyFormed("envelope larger than a Waku message can be")
+        envelope = umbra_envelope_pb2.UmbraEnvelopeV1()
+        try:
+            envelope.ParseFromString(data)
+        except (DecodeError, ValueError, RuntimeError):
+            return BadlyFormed("not an UmbraEnvelopeV1")
+        conversation_hint = envelope.conversation_hint
+        salt = envelope.salt
+        if len(conversation_hint) != HINT_LENGTH:
+            return BadlyFormed(
+                "conversation_hint is not 64 characters", conversation_hint or None, salt
+            )
+        if not envelope.HasField("encrypted_bytes"):
+            return BadlyFormed("encrypted_bytes is missing", conversation_hint, salt)
+
+        match = self._index.get(conversation_hint)
+        if match is not None:
+            return self._read_private(match[0], match[1], envelope)
+        replayed = self._recent.get(conversation_hint)
+        if replayed is not None:
+            return BadlyFormed("replay", conversation_hint, salt, replayed)
+        if (
+            content_topic is None or content_topic == self.inbox.content_topic
+        ) and self.inbox.matches(conversation_hint, salt):
+            return self._read_inbox(envelope)
+        return NotForMe(conversation_hint, salt)
+
+    def _read_private(
+        self, conversation: PrivateV1, counter: int, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
+    ) -> Classification:
+        conversation_hint, salt = envelope.conversation_hint, envelope.salt
+        cid = conversation.conversation_id
+        try:
+            frame = conversation.open(counter, conversation_hint, salt, envelope.encrypted_bytes)
+        except (CryptoFailure, FrameError) as exc:
+            return BadlyFormed(str(exc), conversation_hint, salt, cid)
+        self._remember(conversation_hint, cid)
+        return Readable(
+            cid, PRIVATE_V1.name, frame, conversation.peer_address, conversation_hint, salt
+        )
+
+    def _read_inbox(self, envelope: umbra_envelope_pb2.UmbraEnvelopeV1) -> Classification:
+        conversation_hint, salt = envelope.conversation_hint, envelope.salt
+        inbox_id = self.inbox.conversation_id
+        try:
+            frame = self.inbox.open(conversation_hint, salt, envelope.encrypted_bytes)
+            conversation, invitation = PrivateV1.accept(
+                self.identity.private_key, frame.invite_private_v1
+            )
+        except (CryptoFailure, FrameError) as exc:
+            return BadlyFormed(str(exc), conversation_hint, salt, inbox_id)
+        if conversation.conversation_id in self.conversations:
+            return BadlyFormed("replay", conversation_hint, salt, inbox_id)
+        self.add_conversation(conversation)
+        self._remember(conversation_hint, inbox_id)
+        return Readable(inbox_id, INBOX_V1.name, invitation, None, conversation_hint, salt)
+
+    def _remember(self, conversation_hint: str, conversation_id: str) -> None:
+        self._recent[conversation_hint] = conversation_id
+        if len(self._recent) > REPLAY_MEMORY:
+            self._recent.popitem(last=False)
+
+
+def _check_content(content: Content) -> None:
+    if not content.domain or len(content.domain) > MAX_DOMAIN_LENGTH:
+        raise InvalidInput(f"content domain must be 1 to {MAX_DOMAIN_LENGTH} characters")
+    if not 0 <= content.tag < 2**32:
+        raise InvalidInput("content tag must fit in 32 bits")
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > MAX_MESSAGE_BYTES - 512:
+        raise InvalidInput(f"envelope of {len(payload)} bytes does not fit in one Waku message")
