@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 HINT_LENGTH = 64  # hex characters of a 32-byte digest
@@ -37,16 +38,15 @@ class HintIndex(Generic[T]):
     a single dict access, independent of how many conversations are registered.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "get")
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[T, int]] = {}
+        # the lookup is the bound dict.get itself: one call on the hottest path
+        self.get: Callable[[str], tuple[T, int] | None] = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def get(self, hint_value: str) -> tuple[T, int] | None:
-        return self._entries.get(hint_value)
 
     def add(self, hint_value: str, owner: T, counter: int) -> None:
         self._entries[hint_value] = (owner, counter)

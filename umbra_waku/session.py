@@ -47,6 +47,8 @@ from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("umbra_waku.session")
 
+_parse_envelope = umbra_envelope_pb2.UmbraEnvelopeV1.FromString
+
 REPLAY_MEMORY = 4096  # hints of recently read envelopes, to recognise replays
 
 
@@ -161,42 +163,38 @@ class Session:
         """Classify one received payload; Readable results have been applied to the state.
 
         ``content_topic``, when given, lets envelopes from topics other than our inbox skip the
-        inbox check. Never raises.
+        inbox check. Never raises. Written for speed: most envelopes a client sees are not for it.
         """
         try:
-            return self._classify(data, content_topic)
+            if len(data) > MAX_MESSAGE_BYTES:
+                return BadlyFormed("envelope larger than a Waku message can be")
+            try:
+                envelope = _parse_envelope(data)
+            except (DecodeError, ValueError, RuntimeError):
+                return BadlyFormed("not an UmbraEnvelopeV1")
+            conversation_hint = envelope.conversation_hint
+            match = self._index.get(conversation_hint)
+            if match is not None:
+                return self._read_private(match[0], match[1], envelope)
+            salt = envelope.salt
+            if len(conversation_hint) != HINT_LENGTH:
+                return BadlyFormed(
+                    "conversation_hint is not 64 characters", conversation_hint or None, salt
+                )
+            if not envelope.HasField("encrypted_bytes"):
+                return BadlyFormed("encrypted_bytes is missing", conversation_hint, salt)
+            replayed = self._recent.get(conversation_hint)
+            if replayed is not None:
+                return BadlyFormed("replay", conversation_hint, salt, replayed)
+            inbox = self.inbox
+            if (content_topic is None or content_topic == inbox.content_topic) and inbox.matches(
+                conversation_hint, salt
+            ):
+                return self._read_inbox(envelope)
+            return NotForMe(conversation_hint, salt)
         except Exception as exc:  # a bug must not take the receive loop down; tests assert none
             log.exception("classification failed unexpectedly")
             return BadlyFormed(f"internal error: {type(exc).__name__}")
-
-    def _classify(self, data: bytes, content_topic: str | None) -> Classification:
-        if len(data) > MAX_MESSAGE_BYTES:
-            return BadlyFormed("envelope larger than a Waku message can be")
-        envelope = umbra_envelope_pb2.UmbraEnvelopeV1()
-        try:
-            envelope.ParseFromString(data)
-        except (DecodeError, ValueError, RuntimeError):
-            return BadlyFormed("not an UmbraEnvelopeV1")
-        conversation_hint = envelope.conversation_hint
-        salt = envelope.salt
-        if len(conversation_hint) != HINT_LENGTH:
-            return BadlyFormed(
-                "conversation_hint is not 64 characters", conversation_hint or None, salt
-            )
-        if not envelope.HasField("encrypted_bytes"):
-            return BadlyFormed("encrypted_bytes is missing", conversation_hint, salt)
-
-        match = self._index.get(conversation_hint)
-        if match is not None:
-            return self._read_private(match[0], match[1], envelope)
-        replayed = self._recent.get(conversation_hint)
-        if replayed is not None:
-            return BadlyFormed("replay", conversation_hint, salt, replayed)
-        if (
-            content_topic is None or content_topic == self.inbox.content_topic
-        ) and self.inbox.matches(conversation_hint, salt):
-            return self._read_inbox(envelope)
-        return NotForMe(conversation_hint, salt)
 
     def _read_private(
         self, conversation: PrivateV1, counter: int, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
