@@ -46,7 +46,7 @@ def run(*, quick: bool) -> dict[str, float]:
     payloads = [out.payload for out in stream]
 
     # Envelopes of a conversation between two other clients: NotForMe for every receiver below.
-    carol, dave, other = _pair()
+    carol, _dave, other = _pair()
     foreign = [carol.send(other, Content.text("y" * 80)).payload for _ in range(messages)]
 
     parse = UmbraEnvelopeV1.FromString

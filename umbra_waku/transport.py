@@ -141,7 +141,7 @@ def transport_factory(url: str) -> TransportFactory:
 
 
 def connect(url: str, **options: object) -> Transport:
-    """Create (not yet start) the transport for ``url``. Use it as ``async with connect(url) as t``."""
+    """Create (not yet start) the transport for ``url``; use it as ``async with connect(url)``."""
     return transport_factory(url)(url, **options)
 
 

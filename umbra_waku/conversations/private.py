@@ -4,7 +4,8 @@ Key agreement (from the invitation). Initiator static key IK_i, a fresh ephemera
 recipient static key IK_r::
 
     SK   = HKDF(DH(IK_i, IK_r) || DH(EK, IK_r), salt="", info=AGREEMENT || IK_i || IK_r || EK, 32)
-    meta = HKDF(SK, salt="", info=META, 160) = hint_i2r | hint_r2i | header_i2r | header_r2i | confirm
+    meta = HKDF(SK, salt="", info=META, 160)
+         = hint_i2r | hint_r2i | header_i2r | header_r2i | confirm  (32 bytes each)
 
 ``key_confirmation = HMAC(confirm, INVITE || IK_i || EK || IK_r || created_at_ms || initial_frame)``
 proves the invitation came from the holder of IK_i's private key: the inbox authenticates no one.
