@@ -132,6 +132,8 @@ class Identity:
             raise IdentityError(f"cannot open {source}: {exc.strerror}") from None
         with os.fdopen(fd) as handle:
             mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise IdentityError(f"{source} is not a regular file")
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise IdentityError(
                     f"{source} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
