@@ -16,7 +16,7 @@ from umbra_waku.errors import InvalidContentTopic, InvalidPubsubTopic
 
 # Segments are kept to characters every node accepts in paths and store queries unchanged.
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
-_PUBSUB = re.compile(r"/waku/2/rs/(\d{1,5})/(\d{1,5})")
+_PUBSUB = re.compile(r"/waku/2/rs/([0-9]{1,5})/([0-9]{1,5})")  # ASCII digits only
 
 
 @dataclass(frozen=True, slots=True)
