@@ -156,7 +156,7 @@ LAZY_SUBCOMMANDS: tuple[LazySubcommand, ...] = (
     LazySubcommand(
         "demo",
         "run a demonstration conversation",
-        "umbra_waku.demo.cli",
+        "umbra_waku.demo",
     ),
 )
 

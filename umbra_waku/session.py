@@ -49,6 +49,7 @@ log = logging.getLogger("umbra_waku.session")
 
 _parse_envelope = umbra_envelope_pb2.UmbraEnvelopeV1.FromString
 
+MAX_HINT_WINDOW = 4096  # each window slot is one precomputed hint per conversation
 REPLAY_MEMORY = 4096  # hints of recently read envelopes, to recognise replays
 
 
@@ -75,6 +76,8 @@ class Session:
         hint_window: int | None = None,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
+        if hint_window is not None and not 1 <= hint_window <= MAX_HINT_WINDOW:
+            raise InvalidInput(f"hint_window must be between 1 and {MAX_HINT_WINDOW}")
         self.identity = identity
         self.inbox = InboxV1(identity)
         self.conversations: dict[str, PrivateV1] = {}
@@ -175,6 +178,8 @@ class Session:
             conversation_hint = envelope.conversation_hint
             match = self._index.get(conversation_hint)
             if match is not None:
+                if not _is_canonical(envelope, data):
+                    return BadlyFormed("non-canonical envelope encoding", conversation_hint)
                 return self._read_private(match[0], match[1], envelope)
             salt = envelope.salt
             if len(conversation_hint) != HINT_LENGTH:
@@ -190,6 +195,8 @@ class Session:
             if (content_topic is None or content_topic == inbox.content_topic) and inbox.matches(
                 conversation_hint, salt
             ):
+                if not _is_canonical(envelope, data):
+                    return BadlyFormed("non-canonical envelope encoding", conversation_hint, salt)
                 return self._read_inbox(envelope)
             return NotForMe(conversation_hint, salt)
         except Exception as exc:  # a bug must not take the receive loop down; tests assert none
@@ -230,6 +237,17 @@ class Session:
         self._recent[conversation_hint] = conversation_id
         if len(self._recent) > REPLAY_MEMORY:
             self._recent.popitem(last=False)
+
+
+def _is_canonical(envelope: umbra_envelope_pb2.UmbraEnvelopeV1, data: bytes) -> bool:
+    """Whether ``data`` is the one encoding of ``envelope`` we would produce.
+
+    Protobuf parsing accepts re-encodings (unknown fields, repeated fields, overlong varints);
+    refusing them for our own envelopes means a relay cannot republish one of them under another
+    Waku message hash. Checked only after a hint matched, so the NotForMe path pays nothing.
+    """
+    envelope.DiscardUnknownFields()
+    return bool(envelope.SerializeToString(deterministic=True) == data)
 
 
 def _check_content(content: Content) -> None:

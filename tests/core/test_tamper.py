@@ -80,7 +80,8 @@ def _sweep(
             if after == before:  # a non-canonical encoding of the very same envelope
                 assert where == "salt", context
                 assert i == salt_end - 1, context
-                assert isinstance(result, Readable), context
+                assert isinstance(result, BadlyFormed), context
+                assert result.reason == "non-canonical envelope encoding", context
                 continue
             assert not isinstance(result, Readable), context
             if where == "hint":
@@ -157,7 +158,8 @@ def test_truncations_and_extensions_are_badly_formed() -> None:
 def test_re_encodings_are_never_delivered_twice() -> None:
     """The AEADs bind the hint and salt *values*, not the envelope bytes: re-encodings of one
     envelope (an appended unknown field, an earlier duplicate of a field, a non-minimal salt
-    varint) decode to the same envelope. At most one of them is ever Readable."""
+    varint) decode to the same envelope. Only the canonical encoding is Readable; the others are
+    refused as non-canonical, so a relay cannot republish an envelope under another hash."""
     pair = make_pair()
     out = pair.a2b("re-encode me")
     fields = wire.fields(out.payload)
@@ -189,4 +191,6 @@ def test_re_encodings_are_never_delivered_twice() -> None:
             )
         else:
             assert isinstance(result, BadlyFormed), result
+            assert result.reason == "non-canonical envelope encoding", result
     assert readable == 1
+    assert isinstance(pair.bob.classify(out.payload), BadlyFormed)  # and now it is a replay

@@ -217,6 +217,7 @@ class PrivateV1State(google.protobuf.message.Message):
     RECV_COUNTERS_MISSING_FIELD_NUMBER: builtins.int
     SKIPPED_KEYS_FIELD_NUMBER: builtins.int
     CREATED_AT_MS_FIELD_NUMBER: builtins.int
+    CLOSED_FIELD_NUMBER: builtins.int
     version: builtins.int
     conversation_id: builtins.str
     initiator: builtins.bool
@@ -238,6 +239,8 @@ class PrivateV1State(google.protobuf.message.Message):
     send_counter: builtins.int
     recv_counter_next: builtins.int
     created_at_ms: builtins.int
+    closed: builtins.bool
+    """the peer sent Close"""
     @property
     def recv_counters_missing(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
     @property
@@ -268,7 +271,8 @@ class PrivateV1State(google.protobuf.message.Message):
         recv_counters_missing: collections.abc.Iterable[builtins.int] | None = ...,
         skipped_keys: collections.abc.Iterable[global___SkippedKey] | None = ...,
         created_at_ms: builtins.int = ...,
+        closed: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["conversation_id", b"conversation_id", "created_at_ms", b"created_at_ms", "initiator", b"initiator", "local_static_public", b"local_static_public", "previous_send_chain_length", b"previous_send_chain_length", "recv_chain_key", b"recv_chain_key", "recv_counter_next", b"recv_counter_next", "recv_counters_missing", b"recv_counters_missing", "recv_header_key", b"recv_header_key", "recv_hint_key", b"recv_hint_key", "recv_message_number", b"recv_message_number", "remote_ratchet_public", b"remote_ratchet_public", "remote_static_public", b"remote_static_public", "root_key", b"root_key", "send_chain_key", b"send_chain_key", "send_counter", b"send_counter", "send_header_key", b"send_header_key", "send_hint_key", b"send_hint_key", "send_message_number", b"send_message_number", "send_ratchet_private", b"send_ratchet_private", "send_ratchet_public", b"send_ratchet_public", "skipped_keys", b"skipped_keys", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["closed", b"closed", "conversation_id", b"conversation_id", "created_at_ms", b"created_at_ms", "initiator", b"initiator", "local_static_public", b"local_static_public", "previous_send_chain_length", b"previous_send_chain_length", "recv_chain_key", b"recv_chain_key", "recv_counter_next", b"recv_counter_next", "recv_counters_missing", b"recv_counters_missing", "recv_header_key", b"recv_header_key", "recv_hint_key", b"recv_hint_key", "recv_message_number", b"recv_message_number", "remote_ratchet_public", b"remote_ratchet_public", "remote_static_public", b"remote_static_public", "root_key", b"root_key", "send_chain_key", b"send_chain_key", "send_counter", b"send_counter", "send_header_key", b"send_header_key", "send_hint_key", b"send_hint_key", "send_message_number", b"send_message_number", "send_ratchet_private", b"send_ratchet_private", "send_ratchet_public", b"send_ratchet_public", "skipped_keys", b"skipped_keys", "version", b"version"]) -> None: ...
 
 global___PrivateV1State = PrivateV1State

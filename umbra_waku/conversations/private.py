@@ -289,9 +289,10 @@ class PrivateV1:
             raise FrameError("invitation from ourselves")
         remote_static = invite.initiator_static_key
         ek_pub = invite.initiator_ephemeral_key
+        dh_ephemeral = crypto.x25519(local_private, ek_pub)
         agreement = Agreement.derive(
             crypto.x25519(local_private, remote_static),
-            crypto.x25519(local_private, ek_pub),
+            dh_ephemeral,
             remote_static,
             local_static,
             ek_pub,
@@ -307,9 +308,7 @@ class PrivateV1:
         conv = cls()
         conv._init_common(agreement, False, local_static, remote_static, invite.created_at_ms)
         conv.dhr = ek_pub
-        conv.root_key, conv.ckr = _kdf_rk(
-            agreement.shared_secret, crypto.x25519(local_private, ek_pub)
-        )
+        conv.root_key, conv.ckr = _kdf_rk(agreement.shared_secret, dh_ephemeral)
         conv.dhs_priv = (
             crypto.generate_private_key() if ratchet_private is None else ratchet_private
         )
@@ -530,6 +529,7 @@ class PrivateV1:
             recv_counter_next=self.recv_next,
             recv_counters_missing=list(self.missing),
             created_at_ms=self.created_at_ms,
+            closed=self.closed,
         )
         for (dh, n), key in self.skipped.items():
             state.skipped_keys.add(ratchet_key=dh, message_number=n, message_key=key)
@@ -555,6 +555,13 @@ class PrivateV1:
         conv.dhr = state.remote_ratchet_public
         conv.cks = state.send_chain_key or None
         conv.ckr = state.recv_chain_key or None
+        conv.closed = state.closed
+        for name in ("root_key", "dhs_priv", "dhs_pub", "dhr", "local_static", "remote_static"):
+            if len(getattr(conv, name)) != crypto.KEY_BYTES:
+                raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
+        for name in ("cks", "ckr"):
+            if len(getattr(conv, name) or bytes(32)) != crypto.KEY_BYTES:
+                raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
         conv.ns, conv.nr = state.send_message_number, state.recv_message_number
         conv.pn = state.previous_send_chain_length
         for name, value in zip(

@@ -1,0 +1,567 @@
+"""The bridge runtime: bots (identities with tokens), their durable state, one UmbraClient.
+
+Each bot is one identity with its own API token; the bridge binds every bot's Session to one
+:class:`~umbra_waku.client.UmbraClient`, whose :class:`~umbra_waku.client.Ledger` here is the
+:class:`~umbra_waku.bridge.store.Store`: what the client receives is saved (ratchet state + the
+bot's events, one transaction) before it counts as received, and what it sends is saved (ratchet
+state + outbox row) before it is published.
+
+Tokens: a bot token is ``<bot_id>.<secret>``; only its SHA-256 is stored, and every comparison is
+constant-time (:func:`hmac.compare_digest`). The admin token comes from the settings or is
+generated on first start into ``<data_dir>/admin.token`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from umbra_waku.bridge.metrics import BridgeMetrics
+from umbra_waku.bridge.settings import BridgeSettings
+from umbra_waku.bridge.sqlite import SqliteStore
+from umbra_waku.bridge.store import (
+    BotRecord,
+    ConversationRecord,
+    EventRecord,
+    NewEvent,
+    Store,
+    short_id,
+)
+from umbra_waku.client import (
+    ClientOptions,
+    ConversationClosed,
+    ConversationStarted,
+    ConversationState,
+    Delivery,
+    InboundEvent,
+    LedgerSnapshot,
+    PendingEnvelope,
+    Sent,
+    UmbraClient,
+)
+from umbra_waku.conversations.private import PRIVATE_TOPIC
+from umbra_waku.errors import ConversationError, StateError, TransportError
+from umbra_waku.frames import Content
+from umbra_waku.identity import Identity, inbox_address_of, inbox_content_topic
+from umbra_waku.session import Session
+from umbra_waku.transport import Transport, connect
+from umbra_waku.waku.message import MessageHash, WakuMessage
+
+log = logging.getLogger("umbra_waku.bridge")
+
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 -- a file name
+DATABASE_FILE = "bridge.sqlite3"
+#: Message hashes the bridge remembers (in memory and in the database) to drop duplicates.
+DEDUPE_CAPACITY = 100_000
+_DUMMY_HASH = hashlib.sha256(b"no such bot").digest()
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is from."""
+
+    kind: Literal["admin", "bot"]
+    bot_id: str | None = None
+
+
+ADMIN = Principal("admin")
+
+
+@dataclass(frozen=True, slots=True)
+class BotInfo:
+    """A bot's public facts (what the bridge keeps in memory; no key, no token)."""
+
+    bot_id: str
+    name: str
+    client_address: str
+    created_at_ms: int
+    token_hash: bytes
+
+    @property
+    def inbox_address(self) -> str:
+        return inbox_address_of(self.client_address)
+
+    @property
+    def topics(self) -> list[str]:
+        return [inbox_content_topic(self.inbox_address), PRIVATE_TOPIC]
+
+
+class Notifier:
+    """Wakes the event streams of a bot when its events were stored."""
+
+    def __init__(self) -> None:
+        self._bells: dict[str, asyncio.Event] = {}
+        self.closed = asyncio.Event()
+
+    def bell(self, bot_id: str) -> asyncio.Event:
+        """The event the next :meth:`ring` sets. Take it BEFORE reading, then wait on it."""
+        return self._bells.setdefault(bot_id, asyncio.Event())
+
+    def ring(self, bot_id: str) -> None:
+        bell = self._bells.pop(bot_id, None)
+        if bell is not None:
+            bell.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        for bell in self._bells.values():
+            bell.set()
+        self._bells.clear()
+
+
+def _new_events(event: InboundEvent) -> list[NewEvent]:
+    message_hash = bytes(event.message_hash)
+    if isinstance(event, ConversationStarted):
+        started = NewEvent(
+            "conversation_started",
+            event.conversation_id,
+            event.peer,
+            message_hash,
+            created_at_ms=event.created_at_ms,
+        )
+        if event.initial_content is None:
+            return [started]
+        return [
+            started,
+            _message_event(event.conversation_id, event.peer, event.initial_content, message_hash),
+        ]
+    if isinstance(event, ConversationClosed):
+        return [
+            NewEvent(
+                "conversation_closed",
+                event.conversation_id,
+                event.peer,
+                message_hash,
+                reason=event.reason,
+            )
+        ]
+    return [_message_event(event.conversation_id, event.sender, event.content, message_hash)]
+
+
+def _message_event(
+    conversation_id: str, sender: str, content: Content, message_hash: bytes
+) -> NewEvent:
+    return NewEvent(
+        "message",
+        conversation_id,
+        sender,
+        message_hash,
+        domain=content.domain,
+        tag=content.tag,
+        data=content.data,
+        sent_at_ms=content.sent_at_ms or None,
+    )
+
+
+def _record(bot_id: str, conversation: ConversationState) -> ConversationRecord:
+    return ConversationRecord(
+        bot_id,
+        conversation.conversation_id,
+        conversation.peer,
+        conversation.initiator,
+        conversation.created_at_ms,
+        conversation.closed,
+        conversation.state,
+    )
+
+
+class BridgeLedger:
+    """The client's :class:`~umbra_waku.client.Ledger`, kept in the bridge's Store."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+        self._store = bridge.store
+
+    async def load(self) -> LedgerSnapshot:
+        hashes = await self._store.recent_hashes(DEDUPE_CAPACITY)
+        return LedgerSnapshot([MessageHash(h) for h in hashes], await self._store.checkpoints())
+
+    async def received(
+        self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
+    ) -> None:
+        bot = self._bridge.bot_by_address(conversation.client_address)
+        if bot is None:
+            return  # removed meanwhile
+        events = _new_events(event)
+        seqs = await self._store.record_received(
+            _record(bot.bot_id, conversation), events, bytes(message_hash), _now_ms()
+        )
+        if seqs:
+            for new in events:
+                self._bridge.metrics.events.labels(new.kind).inc()
+            self._bridge.notifier.ring(bot.bot_id)
+
+    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
+        bot = self._bridge.bot_by_address(conversation.client_address)
+        if bot is None:
+            raise ConversationError("the bot was removed")
+        assert message.timestamp is not None
+        return await self._store.record_sealed(
+            _record(bot.bot_id, conversation),
+            message.content_topic,
+            message.payload,
+            message.timestamp,
+        )
+
+    async def published(self, key: int, message_hash: MessageHash) -> None:
+        await self._store.mark_published(key, bytes(message_hash))
+
+    async def failed(self, key: int, reason: str) -> None:
+        await self._store.mark_failed(key, reason)
+
+    async def pending(self) -> Sequence[PendingEnvelope]:
+        found = []
+        for row in await self._store.pending_outbox():
+            bot = self._bridge.bot(row.bot_id)
+            if bot is not None:
+                message = WakuMessage(row.payload, row.content_topic, row.timestamp)
+                found.append(
+                    PendingEnvelope(row.outbox_id, bot.client_address, row.conversation_id, message)
+                )
+        return found
+
+    async def checkpoint(self, content_topics: Sequence[str], complete_until_ns: int) -> None:
+        await self._store.save_checkpoints(content_topics, complete_until_ns)
+
+
+class Bridge:
+    """One bridge: its bots, store, client and metrics. :meth:`start`, then :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        *,
+        transport: Transport | None = None,
+        store: Store | None = None,
+        client_options: ClientOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.metrics = BridgeMetrics()
+        self.store: Store = (
+            store
+            if store is not None
+            else SqliteStore(self.data_dir / DATABASE_FILE, keep_hashes=DEDUPE_CAPACITY)
+        )
+        self.notifier = Notifier()
+        self.draining = False
+        self._transport = transport
+        self._client_options = client_options
+        self._client: UmbraClient | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._bots: dict[str, BotInfo] = {}
+        self._by_address: dict[str, str] = {}
+        self._admin_hash = _DUMMY_HASH
+        self._opened = False
+
+    # ---- lifecycle ----
+
+    @property
+    def client(self) -> UmbraClient:
+        if self._client is None:
+            raise StateError("the bridge is not started")
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client runs (the node answered at least once since start)."""
+        return self._client is not None and self._client.started
+
+    @property
+    def accepting(self) -> bool:
+        return self.connected and not self.draining
+
+    async def start(self) -> None:
+        """Check the node setting, prepare the data directory, open the store, restore every
+        bot, then connect to the node in the background (retrying until it answers)."""
+        transport = self._transport
+        if transport is None:  # an invalid node setting fails here, before anything is written
+            transport = connect(self.settings.node, **self.settings.transport_options())
+        prepare_data_dir(self.data_dir)
+        self._admin_hash = token_hash(self._admin_token())
+        await self.store.open()
+        self._opened = True
+        try:
+            options = self._client_options or ClientOptions(
+                dedupe_capacity=DEDUPE_CAPACITY,
+                backfill_margin=self.settings.backfill_margin,
+                close_timeout=self.settings.shutdown_timeout / 2,
+            )
+            client = UmbraClient((), transport, ledger=BridgeLedger(self), options=options)
+            client.add_listener(self.metrics.observe)
+            self._client = client
+            await self._restore(client)
+        except BaseException:
+            await self.store.close()
+            self._opened = False
+            raise
+        self._connector = asyncio.create_task(self._connect(client), name="umbra-bridge-connect")
+
+    async def _restore(self, client: UmbraClient) -> None:
+        by_bot: dict[str, list[ConversationRecord]] = defaultdict(list)
+        for record in await self.store.conversations():
+            by_bot[record.bot_id].append(record)
+        for bot in await self.store.list_bots():
+            identity = Identity(bot.private_key)
+            session = Session(identity)
+            for record in by_bot.get(bot.bot_id, ()):
+                state = ConversationState(
+                    identity.client_address,
+                    record.conversation_id,
+                    record.peer,
+                    record.initiator,
+                    record.created_at_ms,
+                    record.closed,
+                    record.state,
+                )
+                session.add_conversation(state.restore())
+            self._register(bot, identity.client_address)
+            client.add(session)
+        log.info("restored %d bots", len(self._bots))
+
+    async def _connect(self, client: UmbraClient) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await client.start()
+            except TransportError as exc:
+                log.warning(
+                    "node %s unavailable (retrying in %.1f s): %s", self.node_label, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("connected to %s", self.node_label)
+            return
+
+    def begin_drain(self) -> None:
+        """Stop accepting work; wake every event stream so it can end."""
+        self.draining = True
+        self.notifier.close()
+
+    async def stop(self) -> None:
+        """Finish in-flight publishes, stop the client and close the store."""
+        self.begin_drain()
+        connector = self._connector
+        if connector is not None and not connector.done():
+            connector.cancel()
+            await asyncio.gather(connector, return_exceptions=True)
+        if self._client is not None:
+            if self._client.started or self._client.failure is not None:
+                await self._client.close()
+            else:  # never connected: the client did not take the transport over
+                with contextlib.suppress(TransportError):
+                    await self._client.transport.close()
+        if self._opened:
+            self._opened = False
+            await self.store.close()
+        log.info("bridge stopped")
+
+    async def wait_stopped(self) -> BaseException | None:
+        """Wait until the client stops by itself: the failure that stopped it (the store could
+        not write), or None when it was closed."""
+        if self._connector is None:
+            raise StateError("the bridge is not started")
+        try:
+            await asyncio.shield(self._connector)
+            await self.client.wait_closed()
+        except Exception as exc:  # noqa: BLE001 -- the failure is the answer
+            return exc
+        return None
+
+    @property
+    def node_label(self) -> str:
+        parts = urlsplit(self.settings.node)
+        host = parts.hostname or parts.netloc.rpartition("@")[2] or parts.path
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}"
+
+    # ---- tokens and bots ----
+
+    def _admin_token(self) -> str:
+        configured = self.settings.admin_token
+        if configured is not None:
+            return configured.get_secret_value().strip()
+        path = self.data_dir / ADMIN_TOKEN_FILE
+        if path.exists():
+            return read_secret_file(path)
+        token = secrets.token_urlsafe(32)
+        write_secret_file(path, token)
+        log.info("admin token generated into %s", path)
+        return token
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        """The principal a ``Bearer`` Authorization header names, or None."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        digest = token_hash(token)
+        if hmac.compare_digest(digest, self._admin_hash):
+            return ADMIN
+        bot_id, dot, _ = token.partition(".")
+        bot = self._bots.get(bot_id) if dot else None
+        expected = bot.token_hash if bot is not None else _DUMMY_HASH
+        if hmac.compare_digest(digest, expected) and bot is not None:
+            return Principal("bot", bot.bot_id)
+        return None
+
+    def _register(self, record: BotRecord, client_address: str) -> BotInfo:
+        info = BotInfo(
+            record.bot_id, record.name, client_address, record.created_at_ms, record.token_hash
+        )
+        self._bots[info.bot_id] = info
+        self._by_address[client_address] = info.bot_id
+        self.metrics.bots.set(len(self._bots))
+        return info
+
+    def bot(self, bot_id: str) -> BotInfo | None:
+        return self._bots.get(bot_id)
+
+    def bot_by_address(self, client_address: str) -> BotInfo | None:
+        bot_id = self._by_address.get(client_address)
+        return None if bot_id is None else self._bots.get(bot_id)
+
+    def bots(self) -> list[BotInfo]:
+        return sorted(self._bots.values(), key=lambda bot: (bot.created_at_ms, bot.bot_id))
+
+    async def create_bot(self, name: str | None) -> tuple[BotInfo, str]:
+        """A new bot with a fresh identity; returns it with its token (never stored)."""
+        identity = Identity.generate()
+        bot_id = secrets.token_hex(8)
+        token = f"{bot_id}.{secrets.token_urlsafe(32)}"
+        record = BotRecord(bot_id, name or "", identity.private_key, token_hash(token), _now_ms())
+        since = time.time_ns()
+        await self.store.create_bot(record, identity.inbox_content_topic, since)
+        info = self._register(record, identity.client_address)
+        self.client.add(Session(identity), since_ns=since)
+        log.info("bot %s created", bot_id)
+        return info, token
+
+    async def delete_bot(self, bot_id: str) -> bool:
+        info = self._bots.pop(bot_id, None)
+        if info is None:
+            return False
+        self._by_address.pop(info.client_address, None)
+        self.client.remove(info.client_address)
+        await self.store.delete_bot(bot_id)
+        self.metrics.bots.set(len(self._bots))
+        self.notifier.ring(bot_id)
+        log.info("bot %s deleted", bot_id)
+        return True
+
+    # ---- conversations and messages ----
+
+    async def conversations(self, bot_id: str) -> list[ConversationRecord]:
+        return await self.store.conversations(bot_id)
+
+    async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
+        return await self.store.conversation(bot_id, short)
+
+    async def start_conversation(
+        self, bot: BotInfo, peer: str, content: Content | None
+    ) -> tuple[ConversationRecord, Sent, Delivery]:
+        sent = await self.client.invite(peer, content, sender=bot.client_address)
+        delivery = await sent.wait(self.settings.publish_wait)
+        record = await self.store.conversation(bot.bot_id, short_id(sent.conversation_id))
+        if record is None:  # deleted meanwhile
+            raise ConversationError("the conversation is gone")
+        return record, sent, delivery
+
+    async def send(
+        self, bot: BotInfo, conversation: ConversationRecord, content: Content
+    ) -> tuple[Sent, Delivery]:
+        sent = await self.client.send(
+            conversation.conversation_id, content, sender=bot.client_address
+        )
+        return sent, await sent.wait(self.settings.publish_wait)
+
+    async def events(self, bot_id: str, after: int, limit: int) -> list[EventRecord]:
+        return await self.store.events(bot_id, after, limit)
+
+    # ---- health ----
+
+    async def health(self) -> tuple[bool, str | None]:
+        """(ready, reason when not)."""
+        if self.draining:
+            return False, "shutting down"
+        client = self._client
+        if client is None:
+            return False, "not started"
+        if client.failure is not None:
+            return False, f"stopped: {client.failure}"
+        if not self.connected:
+            return False, f"node {self.node_label} not reachable yet"
+        if not await client.transport.ready():
+            return False, f"node {self.node_label} not reachable"
+        if not client.live:
+            return False, "subscription not live"
+        return True, None
+
+
+# ---- files ----
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory with mode 0700, or tighten an existing one we own."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s had mode %04o; setting 0700", path, mode)
+            path.chmod(0o700)
+    except OSError as exc:
+        raise StateError(f"data directory {path}: {exc.strerror or exc}") from None
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Create ``path`` with mode 0600 (never wider, never overwriting) and fsync it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_secret_file(path: Path) -> str:
+    """Read a secret file; refuses one that group or others may access."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StateError(f"cannot open {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd) as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if mode & 0o077:
+            raise StateError(
+                f"{path} is accessible by others (mode {mode:04o}); run: chmod 600 {path}"
+            )
+        secret = handle.read(4096).strip()
+    if len(secret) < 16:
+        raise StateError(f"{path} holds no usable token (at least 16 characters)")
+    return secret

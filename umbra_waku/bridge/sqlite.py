@@ -1,0 +1,525 @@
+"""The SQLite implementation of :class:`~umbra_waku.bridge.store.Store` (stdlib sqlite3).
+
+One connection, used only by one dedicated thread: every call is queued to that thread, so the
+event loop never blocks and writes happen one at a time, in the order they were asked for.
+WAL journal with ``synchronous=FULL``: a transaction that returned survives a crash or power loss.
+The database file is created with mode 0600 (its -wal and -shm files inherit it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from umbra_waku.bridge.store import (
+    BotRecord,
+    ConversationRecord,
+    EventKind,
+    EventRecord,
+    NewEvent,
+    OutboxRecord,
+    short_id,
+)
+from umbra_waku.errors import StateError
+
+log = logging.getLogger("umbra_waku.bridge.store")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+#: Message hashes kept for deduplication across restarts.
+KEEP_HASHES = 100_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bots (
+    bot_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    private_key BLOB NOT NULL,
+    token_hash BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    bot_id TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
+    conversation_id TEXT NOT NULL,
+    short_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    initiator INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    state BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (bot_id, conversation_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conversations_short ON conversations (bot_id, short_id);
+CREATE TABLE IF NOT EXISTS events (
+    bot_id TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    message_hash BLOB NOT NULL,
+    domain TEXT,
+    tag INTEGER,
+    data BLOB,
+    sent_at_ms INTEGER,
+    created_at_ms INTEGER,
+    reason TEXT,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (bot_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_hashes (
+    hash BLOB NOT NULL UNIQUE,
+    seen_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    outbox_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bot_id TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
+    conversation_id TEXT NOT NULL,
+    content_topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    message_hash BLOB,
+    error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    done_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, outbox_id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    content_topic TEXT PRIMARY KEY,
+    complete_until_ns INTEGER NOT NULL
+);
+"""
+
+_CONVERSATION_UPSERT = """
+INSERT INTO conversations (bot_id, conversation_id, short_id, peer, initiator, created_at_ms,
+                           closed, state, updated_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bot_id, conversation_id) DO UPDATE
+SET closed = excluded.closed, state = excluded.state, updated_at_ms = excluded.updated_at_ms
+"""
+
+_SELECT_CONVERSATIONS = """
+SELECT bot_id, conversation_id, peer, initiator, created_at_ms, closed, state FROM conversations
+"""
+_ALL_CONVERSATIONS = _SELECT_CONVERSATIONS + " ORDER BY created_at_ms, conversation_id"
+_BOT_CONVERSATIONS = (
+    _SELECT_CONVERSATIONS + " WHERE bot_id = ? ORDER BY created_at_ms, conversation_id"
+)
+_ONE_CONVERSATION = _SELECT_CONVERSATIONS + " WHERE bot_id = ? AND short_id = ?"
+
+_INSERT_EVENT = """
+INSERT INTO events (bot_id, seq, received_at_ms, kind, conversation_id, peer, message_hash,
+                    domain, tag, data, sent_at_ms, created_at_ms, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SELECT_EVENTS = """
+SELECT seq, received_at_ms, kind, conversation_id, peer, message_hash, domain, tag, data,
+       sent_at_ms, created_at_ms, reason
+FROM events WHERE bot_id = ? AND seq > ?
+"""
+_BOT_EVENTS = _SELECT_EVENTS + " ORDER BY seq LIMIT ?"
+_CONVERSATION_EVENTS = _SELECT_EVENTS + " AND conversation_id = ? ORDER BY seq LIMIT ?"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if missing; refuse it if others may access it (it holds
+    private keys)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise StateError(
+                f"{path} is accessible by others (mode {mode:04o}); run: chmod 600 {path}"
+            ) from None
+        return
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
+def _conversation(row: sqlite3.Row) -> ConversationRecord:
+    return ConversationRecord(
+        row["bot_id"],
+        row["conversation_id"],
+        row["peer"],
+        bool(row["initiator"]),
+        row["created_at_ms"],
+        bool(row["closed"]),
+        row["state"],
+    )
+
+
+def _event(row: sqlite3.Row) -> EventRecord:
+    kind: EventKind = row["kind"]
+    return EventRecord(
+        row["seq"],
+        row["received_at_ms"],
+        NewEvent(
+            kind,
+            row["conversation_id"],
+            row["peer"],
+            row["message_hash"],
+            row["domain"],
+            row["tag"],
+            row["data"],
+            row["sent_at_ms"],
+            row["created_at_ms"],
+            row["reason"],
+        ),
+    )
+
+
+class SqliteStore:
+    """A :class:`~umbra_waku.bridge.store.Store` in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, keep_hashes: int = KEEP_HASHES) -> None:
+        self.path = Path(path)
+        self._keep_hashes = keep_hashes
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    # ---- plumbing ----
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        executor = self._executor
+        if executor is None:
+            raise StateError("the bridge database is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, functools.partial(fn, *args))
+        except sqlite3.Error as exc:
+            raise StateError(f"bridge database: {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError("the bridge database is not open")
+        return self._db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="umbra-bridge-db")
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _open(self) -> None:
+        _create_private_file(self.path)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db.row_factory = sqlite3.Row
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"{self.path}: cannot use WAL journal mode (got {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.path}: schema version {row[0]}, this bridge reads {SCHEMA_VERSION}"
+                )
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._run(self._close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+
+    # ---- bots ----
+
+    async def list_bots(self) -> list[BotRecord]:
+        return await self._run(self._list_bots)
+
+    def _list_bots(self) -> list[BotRecord]:
+        rows = self._conn.execute(
+            "SELECT bot_id, name, private_key, token_hash, created_at_ms FROM bots "
+            "ORDER BY created_at_ms, bot_id"
+        )
+        return [BotRecord(*row) for row in rows]
+
+    async def create_bot(self, bot: BotRecord, inbox_topic: str, since_ns: int) -> None:
+        await self._run(self._create_bot, bot, inbox_topic, since_ns)
+
+    def _create_bot(self, bot: BotRecord, inbox_topic: str, since_ns: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO bots (bot_id, name, private_key, token_hash, created_at_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (bot.bot_id, bot.name, bot.private_key, bot.token_hash, bot.created_at_ms),
+            )
+            self._advance(db, [inbox_topic], since_ns)
+
+    async def delete_bot(self, bot_id: str) -> bool:
+        return await self._run(self._delete_bot, bot_id)
+
+    def _delete_bot(self, bot_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM bots WHERE bot_id = ?", (bot_id,)).rowcount > 0
+
+    # ---- conversations ----
+
+    async def conversations(self, bot_id: str | None = None) -> list[ConversationRecord]:
+        return await self._run(self._conversations, bot_id)
+
+    def _conversations(self, bot_id: str | None) -> list[ConversationRecord]:
+        if bot_id is None:
+            rows = self._conn.execute(_ALL_CONVERSATIONS)
+        else:
+            rows = self._conn.execute(_BOT_CONVERSATIONS, (bot_id,))
+        return [_conversation(row) for row in rows]
+
+    async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
+        return await self._run(self._conversation, bot_id, short)
+
+    def _conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
+        row = self._conn.execute(_ONE_CONVERSATION, (bot_id, short)).fetchone()
+        return None if row is None else _conversation(row)
+
+    @staticmethod
+    def _upsert(db: sqlite3.Connection, conversation: ConversationRecord) -> None:
+        db.execute(
+            _CONVERSATION_UPSERT,
+            (
+                conversation.bot_id,
+                conversation.conversation_id,
+                short_id(conversation.conversation_id),
+                conversation.peer,
+                int(conversation.initiator),
+                conversation.created_at_ms,
+                int(conversation.closed),
+                conversation.state,
+                _now_ms(),
+            ),
+        )
+
+    # ---- receiving ----
+
+    async def record_received(
+        self,
+        conversation: ConversationRecord,
+        events: Sequence[NewEvent],
+        message_hash: bytes,
+        received_at_ms: int,
+    ) -> list[int]:
+        return await self._run(
+            self._record_received, conversation, events, message_hash, received_at_ms
+        )
+
+    def _record_received(
+        self,
+        conversation: ConversationRecord,
+        events: Sequence[NewEvent],
+        message_hash: bytes,
+        received_at_ms: int,
+    ) -> list[int]:
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
+                (len(events), conversation.bot_id),
+            ).fetchone()
+            if row is None:
+                return []  # the bot was deleted meanwhile
+            self._upsert(db, conversation)
+            first = row[0] - len(events) + 1
+            seqs = list(range(first, row[0] + 1))
+            db.executemany(
+                _INSERT_EVENT,
+                [
+                    (
+                        conversation.bot_id,
+                        seq,
+                        received_at_ms,
+                        event.kind,
+                        event.conversation_id,
+                        event.peer,
+                        event.message_hash,
+                        event.domain,
+                        event.tag,
+                        event.data,
+                        event.sent_at_ms,
+                        event.created_at_ms,
+                        event.reason,
+                    )
+                    for seq, event in zip(seqs, events, strict=True)
+                ],
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO seen_hashes (hash, seen_at_ms) VALUES (?, ?)",
+                (message_hash, received_at_ms),
+            )
+            return seqs
+
+    async def events(
+        self, bot_id: str, after: int, limit: int, conversation_id: str | None = None
+    ) -> list[EventRecord]:
+        return await self._run(self._events, bot_id, after, limit, conversation_id)
+
+    def _events(
+        self, bot_id: str, after: int, limit: int, conversation_id: str | None
+    ) -> list[EventRecord]:
+        if conversation_id is None:
+            rows = self._conn.execute(_BOT_EVENTS, (bot_id, after, limit))
+        else:
+            rows = self._conn.execute(_CONVERSATION_EVENTS, (bot_id, after, conversation_id, limit))
+        return [_event(row) for row in rows]
+
+    async def last_seq(self, bot_id: str) -> int:
+        return await self._run(self._last_seq, bot_id)
+
+    def _last_seq(self, bot_id: str) -> int:
+        row = self._conn.execute("SELECT last_seq FROM bots WHERE bot_id = ?", (bot_id,))
+        found = row.fetchone()
+        return 0 if found is None else int(found[0])
+
+    async def recent_hashes(self, limit: int) -> list[bytes]:
+        return await self._run(self._recent_hashes, limit)
+
+    def _recent_hashes(self, limit: int) -> list[bytes]:
+        rows = self._conn.execute(
+            "SELECT hash FROM (SELECT rowid, hash FROM seen_hashes ORDER BY rowid DESC LIMIT ?) "
+            "ORDER BY rowid",
+            (limit,),
+        )
+        return [bytes(row[0]) for row in rows]
+
+    # ---- sending ----
+
+    async def record_sealed(
+        self, conversation: ConversationRecord, content_topic: str, payload: bytes, timestamp: int
+    ) -> int:
+        return await self._run(self._record_sealed, conversation, content_topic, payload, timestamp)
+
+    def _record_sealed(
+        self, conversation: ConversationRecord, content_topic: str, payload: bytes, timestamp: int
+    ) -> int:
+        with self._tx() as db:
+            self._upsert(db, conversation)
+            cursor = db.execute(
+                "INSERT INTO outbox (bot_id, conversation_id, content_topic, payload, timestamp, "
+                "created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    conversation.bot_id,
+                    conversation.conversation_id,
+                    content_topic,
+                    payload,
+                    timestamp,
+                    _now_ms(),
+                ),
+            )
+            outbox_id = cursor.lastrowid
+            assert outbox_id is not None
+            return outbox_id
+
+    async def mark_published(self, outbox_id: int, message_hash: bytes) -> None:
+        await self._run(self._mark, outbox_id, "published", message_hash, None)
+
+    async def mark_failed(self, outbox_id: int, reason: str) -> None:
+        await self._run(self._mark, outbox_id, "failed", None, reason[:500])
+
+    def _mark(
+        self, outbox_id: int, status: str, message_hash: bytes | None, error: str | None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status = ?, message_hash = ?, error = ?, done_at_ms = ?, "
+                "payload = CASE WHEN ? = 'published' THEN x'' ELSE payload END "
+                "WHERE outbox_id = ? AND status = 'pending'",
+                (status, message_hash, error, _now_ms(), status, outbox_id),
+            )
+
+    async def pending_outbox(self) -> list[OutboxRecord]:
+        return await self._run(self._pending_outbox)
+
+    def _pending_outbox(self) -> list[OutboxRecord]:
+        rows = self._conn.execute(
+            "SELECT outbox_id, bot_id, conversation_id, content_topic, payload, timestamp "
+            "FROM outbox WHERE status = 'pending' ORDER BY outbox_id"
+        )
+        return [OutboxRecord(*row) for row in rows]
+
+    # ---- backfill ----
+
+    async def checkpoints(self) -> Mapping[str, int]:
+        return await self._run(self._checkpoints)
+
+    def _checkpoints(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT content_topic, complete_until_ns FROM checkpoints")
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def save_checkpoints(self, topics: Sequence[str], complete_until_ns: int) -> None:
+        await self._run(self._save_checkpoints, topics, complete_until_ns)
+
+    def _save_checkpoints(self, topics: Sequence[str], complete_until_ns: int) -> None:
+        with self._tx() as db:
+            self._advance(db, topics, complete_until_ns)
+            db.execute(
+                "DELETE FROM seen_hashes WHERE rowid <= (SELECT MAX(rowid) FROM seen_hashes) - ?",
+                (self._keep_hashes,),
+            )
+
+    @staticmethod
+    def _advance(db: sqlite3.Connection, topics: Sequence[str], complete_until_ns: int) -> None:
+        db.executemany(
+            "INSERT INTO checkpoints (content_topic, complete_until_ns) VALUES (?, ?) "
+            "ON CONFLICT (content_topic) DO UPDATE "
+            "SET complete_until_ns = MAX(complete_until_ns, excluded.complete_until_ns)",
+            [(topic, complete_until_ns) for topic in topics],
+        )

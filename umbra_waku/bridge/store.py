@@ -1,0 +1,153 @@
+"""The bridge's storage seam: a small Protocol and the records it moves.
+
+:class:`~umbra_waku.bridge.sqlite.SqliteStore` implements it; a PostgreSQL backend implements the
+same methods. The contract that makes a crash lose nothing acknowledged:
+
+- :meth:`Store.record_received` writes a conversation's new ratchet state, the events it produced
+  (with the bot's next sequence numbers) and the Waku message hash in ONE transaction;
+- :meth:`Store.record_sealed` writes a conversation's new ratchet state and the outbox row (the
+  exact payload and timestamp to publish) in ONE transaction;
+- every committed transaction is durable (SQLite: WAL with synchronous=FULL).
+
+Event sequence numbers are per bot, start at 1 and only grow: they are the event stream's cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+EventKind = Literal["conversation_started", "message", "conversation_closed"]
+
+
+def short_id(conversation_id: str) -> str:
+    """The API's name of a conversation: the last segment of its protocol id (64 hex)."""
+    return conversation_id.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class BotRecord:
+    bot_id: str
+    name: str
+    private_key: bytes = field(repr=False)
+    token_hash: bytes = field(repr=False)
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    bot_id: str
+    conversation_id: str  # the protocol id, /private/v1/<hex>
+    peer: str
+    initiator: bool  # whether the bot started it
+    created_at_ms: int
+    closed: bool
+    state: bytes = field(repr=False)  # PrivateV1.to_state(): secret
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.conversation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """What a bot is told, before it gets its sequence number."""
+
+    kind: EventKind
+    conversation_id: str
+    peer: str
+    message_hash: bytes
+    domain: str | None = None
+    tag: int | None = None
+    data: bytes | None = field(default=None, repr=False)
+    sent_at_ms: int | None = None
+    created_at_ms: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int
+    received_at_ms: int
+    event: NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    outbox_id: int
+    bot_id: str
+    conversation_id: str
+    content_topic: str
+    payload: bytes = field(repr=False)
+    timestamp: int  # Unix ns, part of the message hash: republished unchanged
+
+
+class Store(Protocol):
+    """Storage of one bridge. Every method is atomic; writes are durable when they return."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Flush and release everything; idempotent."""
+
+    # ---- bots ----
+
+    async def list_bots(self) -> list[BotRecord]: ...
+
+    async def create_bot(self, bot: BotRecord, inbox_topic: str, since_ns: int) -> None:
+        """Add a bot; its inbox topic is known complete up to ``since_ns`` (nothing before)."""
+
+    async def delete_bot(self, bot_id: str) -> bool:
+        """Remove a bot with its conversations, events and outbox; False if unknown."""
+
+    # ---- conversations ----
+
+    async def conversations(self, bot_id: str | None = None) -> list[ConversationRecord]:
+        """A bot's conversations, oldest first (every bot's with None)."""
+
+    async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None: ...
+
+    # ---- receiving ----
+
+    async def record_received(
+        self,
+        conversation: ConversationRecord,
+        events: Sequence[NewEvent],
+        message_hash: bytes,
+        received_at_ms: int,
+    ) -> list[int]:
+        """ONE transaction: upsert the conversation, append the events, remember the hash.
+        Returns the events' sequence numbers ([] if the bot no longer exists)."""
+
+    async def events(
+        self, bot_id: str, after: int, limit: int, conversation_id: str | None = None
+    ) -> list[EventRecord]:
+        """A bot's events with seq > ``after``, in order, at most ``limit``."""
+
+    async def last_seq(self, bot_id: str) -> int: ...
+
+    async def recent_hashes(self, limit: int) -> list[bytes]:
+        """The most recently remembered message hashes, oldest first."""
+
+    # ---- sending ----
+
+    async def record_sealed(
+        self, conversation: ConversationRecord, content_topic: str, payload: bytes, timestamp: int
+    ) -> int:
+        """ONE transaction: upsert the conversation, add the outbox row; returns its id."""
+
+    async def mark_published(self, outbox_id: int, message_hash: bytes) -> None: ...
+
+    async def mark_failed(self, outbox_id: int, reason: str) -> None: ...
+
+    async def pending_outbox(self) -> list[OutboxRecord]:
+        """Sealed envelopes not yet published, oldest first."""
+
+    # ---- backfill ----
+
+    async def checkpoints(self) -> Mapping[str, int]:
+        """content topic -> Unix ns up to which every message is known handled."""
+
+    async def save_checkpoints(self, topics: Sequence[str], complete_until_ns: int) -> None:
+        """Advance (never move back) the checkpoints of ``topics``."""

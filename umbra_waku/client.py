@@ -1,0 +1,1246 @@
+"""UmbraClient: the async runtime that binds Sessions to one Transport.
+
+A :class:`~umbra_waku.session.Session` is sans-IO; this module moves its bytes::
+
+    async with UmbraClient(Identity.load("bot.key"), connect("memory://demo")) as client:
+        sent = await client.invite(peer_address, "hello")
+        async for event in client.events():
+            if isinstance(event, MessageReceived):
+                await client.send(event.conversation_id, "echo: " + (event.content.as_text() or ""))
+
+What it does:
+
+- subscribes to every session's content topics (each identity's inbox topic and the shared private
+  topic) in one subscription, replaced when sessions are added or removed;
+- classifies each received message: an inbox-topic message only by the session that owns that
+  inbox, a private-topic message by every session (the hint index makes the others cheap);
+- drops duplicates by Waku message hash (a bounded LRU);
+- backfills from the node's store on start, after a subscription is re-established and after the
+  node comes back: for each topic since the last point known complete (a *checkpoint*), minus a
+  margin for clock skew. Transports without a store are tolerated;
+- publishes each envelope as one ``WakuMessage`` built once, retried with jittered exponential
+  backoff for retriable errors only, always the same message (same timestamp, same hash), so the
+  network's deduplication applies.
+
+Durability is delegated to a :class:`Ledger` (the default :class:`MemoryLedger` keeps nothing
+across restarts). Its contract is what makes a crash lose nothing that was acknowledged:
+
+- received: ``classify`` -> ``Ledger.received`` (new ratchet state + the event, in one
+  transaction) -> the hash is remembered and the event emitted. If the ledger fails the client
+  stops (:meth:`UmbraClient.wait_closed` raises): the session in memory is then ahead of what was
+  saved, and only a restart from the saved state (with backfill) is consistent again;
+- sent: ``seal`` -> ``Ledger.sealed`` (new ratchet state + the message, in one transaction) ->
+  publish -> ``Ledger.published``. Messages the ledger still lists as pending are republished,
+  byte for byte, on start, after reconnects and every ``republish_interval``.
+- checkpoints advance only through the same queue the messages go through, so a checkpoint is
+  saved only after every message received before it was handled.
+
+Events (:meth:`UmbraClient.events` or :meth:`UmbraClient.add_listener`):
+:class:`ConversationStarted`, :class:`MessageReceived`, :class:`ConversationClosed` for what
+arrives; :class:`Classified`, :class:`Published` and :class:`Backfilled` for logs and metrics.
+Events never carry keys; only the inbound events carry plaintext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
+from umbra_waku.errors import (
+    ConfigError,
+    ConversationError,
+    InvalidInput,
+    TransportError,
+    UmbraWakuError,
+)
+from umbra_waku.frames import (
+    BadlyFormed,
+    Closed,
+    Content,
+    Invitation,
+    Readable,
+    State,
+)
+from umbra_waku.identity import Identity
+from umbra_waku.session import Outgoing, Session
+from umbra_waku.transport import (
+    HistoryQuery,
+    ReceivedMessage,
+    Source,
+    Subscription,
+    Transport,
+    fetch_history,
+)
+from umbra_waku.waku.message import MessageHash, WakuMessage
+
+__all__ = [
+    "Backfilled",
+    "Classified",
+    "ClientEvent",
+    "ClientOptions",
+    "ConversationClosed",
+    "ConversationStarted",
+    "ConversationState",
+    "Delivery",
+    "EventStream",
+    "InboundEvent",
+    "Ledger",
+    "LedgerSnapshot",
+    "MemoryLedger",
+    "MessageReceived",
+    "PendingEnvelope",
+    "Published",
+    "RecentHashes",
+    "Sent",
+    "UmbraClient",
+]
+
+log = logging.getLogger("umbra_waku.client")
+
+#: nwaku refuses store queries with a cursor and more than 10 content topics.
+STORE_TOPICS_PER_QUERY = 10
+_NS = 1_000_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOptions:
+    """Tuning of an :class:`UmbraClient`; every default suits a real node."""
+
+    #: Message hashes remembered to drop duplicates (least recently seen evicted first).
+    dedupe_capacity: int = 10_000
+    #: Received messages waiting to be classified; a full queue slows the readers down.
+    queue_size: int = 1_000
+    #: Attempts of one publish for retriable errors (1 = no retry), always the same message.
+    publish_attempts: int = 5
+    #: Base of the jittered exponential backoff between attempts, in seconds.
+    publish_backoff: float = 0.25
+    #: Ceiling of one backoff sleep, in seconds.
+    publish_max_backoff: float = 8.0
+    #: Seconds between republishing the envelopes the ledger still lists as pending.
+    republish_interval: float = 15.0
+    #: Ceiling of the backoff between attempts to (re)subscribe or backfill, in seconds.
+    resubscribe_max_backoff: float = 30.0
+    #: Backfill from the store on start and after reconnects.
+    backfill: bool = True
+    #: Seconds subtracted from a checkpoint before querying the store (clock skew, propagation).
+    backfill_margin: float = 20.0
+    #: How far back to look for a topic that has no checkpoint yet, in seconds before start.
+    initial_lookback: float = 0.0
+    #: Attempts of one backfill query for retriable errors.
+    backfill_attempts: int = 3
+    #: Seconds between checkpoints while the subscription is live.
+    checkpoint_interval: float = 5.0
+    #: Seconds between ``Transport.ready()`` probes (a probe that recovers triggers a backfill).
+    health_interval: float = 5.0
+    #: Most seconds :meth:`UmbraClient.close` waits for in-flight publishes and queued messages.
+    close_timeout: float = 5.0
+    #: Events buffered per :meth:`UmbraClient.events` iterator before the client waits for it.
+    event_buffer: int = 1_000
+
+    def __post_init__(self) -> None:
+        for name in ("dedupe_capacity", "queue_size", "publish_attempts", "backfill_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, f"{value!r} must be an integer >= 1")
+        if self.event_buffer < 1:
+            raise ConfigError("event_buffer", f"{self.event_buffer!r} must be >= 1")
+        for name in (
+            "publish_backoff",
+            "publish_max_backoff",
+            "republish_interval",
+            "resubscribe_max_backoff",
+            "backfill_margin",
+            "initial_lookback",
+            "checkpoint_interval",
+            "health_interval",
+            "close_timeout",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(name, f"{value!r} must be a number of seconds >= 0")
+        for name in ("republish_interval", "checkpoint_interval", "health_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be > 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationStarted:
+    """A peer invited ``client_address`` (one of ours) into a new conversation."""
+
+    client_address: str
+    conversation_id: str
+    peer: str
+    created_at_ms: int
+    initial_content: Content | None
+    message_hash: MessageHash
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """Content arrived in a conversation of ``client_address``."""
+
+    client_address: str
+    conversation_id: str
+    sender: str
+    content: Content
+    message_hash: MessageHash
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationClosed:
+    """The peer left the conversation; sending to it is no longer possible."""
+
+    client_address: str
+    conversation_id: str
+    peer: str
+    reason: str
+    message_hash: MessageHash
+
+
+InboundEvent = ConversationStarted | MessageReceived | ConversationClosed
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """How one received message was classified (no plaintext), for logs and metrics.
+
+    ``state`` is ``"duplicate"`` for a message dropped by hash before classification.
+    ``latency`` is the seconds from the message's timestamp to its handling, for live messages
+    that were readable; None otherwise.
+    """
+
+    state: State | Literal["duplicate"]
+    content_topic: str
+    message_hash: MessageHash
+    source: Source
+    backfill: bool
+    client_address: str | None = None
+    reason: str | None = None
+    latency: float | None = None
+
+
+class Delivery(StrEnum):
+    """Where a sealed envelope stands."""
+
+    PUBLISHED = "published"  # the node accepted it
+    PENDING = "pending"  # not yet: retried later (the ledger keeps it)
+    FAILED = "failed"  # the node refused it for good (a non-retriable error)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The outcome of publishing one envelope (after its retries)."""
+
+    conversation_id: str
+    message_hash: MessageHash
+    delivery: Delivery
+    attempts: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilled:
+    """One backfill from the store: how many messages it handed to classification."""
+
+    topics: tuple[str, ...]
+    messages: int
+    ok: bool
+    error: str | None = None
+
+
+ClientEvent = InboundEvent | Classified | Published | Backfilled
+Listener = Callable[[ClientEvent], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger: where the client's durable facts go
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """A conversation as the ledger saves it. ``state`` is :meth:`PrivateV1.to_state` and holds
+    keys: store it as carefully as an identity."""
+
+    client_address: str  # ours
+    conversation_id: str
+    peer: str
+    initiator: bool  # whether we started it
+    created_at_ms: int
+    closed: bool
+    state: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, client_address: str, conversation: PrivateV1) -> ConversationState:
+        return cls(
+            client_address,
+            conversation.conversation_id,
+            conversation.peer_address,
+            conversation.initiator,
+            conversation.created_at_ms,
+            conversation.closed,
+            conversation.to_state(),
+        )
+
+    def restore(self) -> PrivateV1:
+        """The live conversation again (``closed`` is not part of the ratchet state)."""
+        conversation = PrivateV1.from_state(self.state)
+        conversation.closed = self.closed
+        return conversation
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnvelope:
+    """A sealed envelope the ledger holds until the node accepts it."""
+
+    key: int
+    client_address: str
+    conversation_id: str
+    message: WakuMessage
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSnapshot:
+    """What the client reads from its ledger when it starts."""
+
+    recent_hashes: Sequence[MessageHash] = ()
+    #: content topic -> Unix ns up to which every message of that topic is known handled.
+    checkpoints: Mapping[str, int] = field(default_factory=dict)
+
+
+class Ledger(Protocol):
+    """The client's persistence seam. Each method is one atomic write (or read)."""
+
+    async def load(self) -> LedgerSnapshot:
+        """Recent message hashes and checkpoints, once at start."""
+
+    async def received(
+        self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
+    ) -> None:
+        """Save the conversation's new state, the event and the hash in ONE transaction."""
+
+    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
+        """Save the conversation's new state and the message to publish in ONE transaction;
+        returns the key of the pending envelope."""
+
+    async def published(self, key: int, message_hash: MessageHash) -> None:
+        """The node accepted the envelope ``key``."""
+
+    async def failed(self, key: int, reason: str) -> None:
+        """The node refused the envelope ``key`` for good."""
+
+    async def pending(self) -> Sequence[PendingEnvelope]:
+        """Every sealed envelope not yet published, oldest first."""
+
+    async def checkpoint(self, content_topics: Sequence[str], complete_until_ns: int) -> None:
+        """Every message of these topics up to this time has been handled."""
+
+
+class MemoryLedger:
+    """A :class:`Ledger` that keeps everything in memory (nothing survives a restart)."""
+
+    def __init__(self) -> None:
+        self.conversations: dict[tuple[str, str], ConversationState] = {}
+        self.inbound: list[InboundEvent] = []
+        self.outbox: dict[int, PendingEnvelope] = {}
+        self.checkpoints: dict[str, int] = {}
+        self._next_key = 1
+
+    async def load(self) -> LedgerSnapshot:
+        return LedgerSnapshot((), dict(self.checkpoints))
+
+    async def received(
+        self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
+    ) -> None:
+        self.conversations[conversation.client_address, conversation.conversation_id] = conversation
+
+    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
+        self.conversations[conversation.client_address, conversation.conversation_id] = conversation
+        key, self._next_key = self._next_key, self._next_key + 1
+        self.outbox[key] = PendingEnvelope(
+            key, conversation.client_address, conversation.conversation_id, message
+        )
+        return key
+
+    async def published(self, key: int, message_hash: MessageHash) -> None:
+        self.outbox.pop(key, None)
+
+    async def failed(self, key: int, reason: str) -> None:
+        self.outbox.pop(key, None)
+
+    async def pending(self) -> Sequence[PendingEnvelope]:
+        return list(self.outbox.values())
+
+    async def checkpoint(self, content_topics: Sequence[str], complete_until_ns: int) -> None:
+        for topic in content_topics:
+            self.checkpoints[topic] = max(self.checkpoints.get(topic, 0), complete_until_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------
+
+
+class RecentHashes:
+    """A bounded set of message hashes; the least recently seen is evicted first."""
+
+    __slots__ = ("_capacity", "_hashes")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._hashes: OrderedDict[MessageHash, None] = OrderedDict()
+
+    def __contains__(self, message_hash: object) -> bool:
+        return message_hash in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def seen(self, message_hash: MessageHash) -> bool:
+        """Whether the hash is known (refreshing it if so)."""
+        if message_hash in self._hashes:
+            self._hashes.move_to_end(message_hash)
+            return True
+        return False
+
+    def add(self, message_hash: MessageHash) -> None:
+        self._hashes[message_hash] = None
+        self._hashes.move_to_end(message_hash)
+        while len(self._hashes) > self._capacity:
+            self._hashes.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A sealed envelope: saved in the ledger, its publication under way."""
+
+    conversation_id: str
+    message_hash: MessageHash
+    message: WakuMessage = field(repr=False)
+    task: asyncio.Future[Delivery] = field(repr=False, compare=False)
+
+    async def wait(self, timeout: float | None = None) -> Delivery:  # noqa: ASYNC109
+        """Wait for the publication's outcome; PENDING if ``timeout`` passes first (publishing
+        goes on in the background, and the ledger keeps the envelope until it succeeds)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except TimeoutError:
+            return Delivery.PENDING
+
+
+class EventStream:
+    """An async iterator of client events (see :meth:`UmbraClient.events`)."""
+
+    def __init__(
+        self,
+        buffer: int,
+        operational: bool,
+        stopped: asyncio.Event,
+        registry: weakref.WeakSet[EventStream],
+    ) -> None:
+        self._queue: asyncio.Queue[ClientEvent] = asyncio.Queue(buffer)
+        self._operational = operational
+        self._stopped = stopped
+        self._registry = registry
+        self._closed = False
+
+    async def put(self, event: ClientEvent) -> None:
+        if self._closed:
+            return
+        if self._operational or isinstance(
+            event, ConversationStarted | MessageReceived | ConversationClosed
+        ):
+            await self._queue.put(event)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ClientEvent:
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._closed or self._stopped.is_set():
+            raise StopAsyncIteration
+        getter = asyncio.ensure_future(self._queue.get())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.cancelled():
+            raise StopAsyncIteration
+        return getter.result()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._registry.discard(self)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    received: ReceivedMessage
+    backfill: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    topics: tuple[str, ...]
+    complete_until_ns: int
+
+
+_Item = _Inbound | _Mark | None  # None: stop
+
+
+def _is_retriable(error: BaseException) -> bool:
+    return isinstance(error, UmbraWakuError) and error.retriable
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("attempt %d failed, retrying: %s", state.attempt_number, error)
+
+
+def _session_of(item: Identity | Session) -> Session:
+    return item if isinstance(item, Session) else Session(item)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+class UmbraClient:
+    """Binds Sessions (one per identity) to one Transport. See the module docstring.
+
+    ``UmbraClient(identity, transport)`` for one identity;
+    ``UmbraClient((), transport, ledger=...)`` and :meth:`add` for many. With
+    ``manage_transport`` (the default) the client starts the transport in :meth:`start` and
+    closes it in :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        identities: Identity | Session | Iterable[Identity | Session],
+        transport: Transport,
+        *,
+        ledger: Ledger | None = None,
+        options: ClientOptions | None = None,
+        manage_transport: bool = True,
+    ) -> None:
+        self.transport = transport
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self.options = options if options is not None else ClientOptions()
+        self._manage_transport = manage_transport
+        self._sessions: dict[str, Session] = {}
+        self._inbox_owner: dict[str, str] = {}  # inbox content topic -> client_address
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._recent = RecentHashes(self.options.dedupe_capacity)
+        self._checkpoints: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: dict[int, asyncio.Task[Delivery]] = {}
+        self._subscription: Subscription | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._subscribed: frozenset[str] = frozenset()
+        self._backfilled: set[str] = set()
+        self._has_store = True
+        self._node_ready = True
+        self._changed = asyncio.Event()
+        self._status = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._closing = False
+        self._started_ns = 0
+        self.failure: BaseException | None = None
+
+        items: Iterable[Identity | Session] = (
+            (identities,) if isinstance(identities, Identity | Session) else identities
+        )
+        for item in items:
+            self.add(item)
+
+    # ---- sessions ----
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """The sessions, by their identity's client_address."""
+        return self._sessions
+
+    @property
+    def session(self) -> Session:
+        """The one session of a single-identity client."""
+        if len(self._sessions) != 1:
+            raise ConversationError(f"this client has {len(self._sessions)} identities, not one")
+        return next(iter(self._sessions.values()))
+
+    @property
+    def client_address(self) -> str:
+        return self.session.identity.client_address
+
+    def add(self, identity: Identity | Session, *, since_ns: int | None = None) -> Session:
+        """Bind another identity (or a session restored from saved state); the subscription
+        follows at once if the client runs. ``since_ns``: nothing sent to its inbox before this
+        time matters (a new identity), so backfill need not look further back."""
+        session = _session_of(identity)
+        address = session.identity.client_address
+        if address in self._sessions:
+            raise InvalidInput(f"identity {address} is already bound to this client")
+        self._sessions[address] = session
+        self._inbox_owner[session.inbox.content_topic] = address
+        if since_ns is not None:
+            topic = session.inbox.content_topic
+            self._checkpoints[topic] = max(self._checkpoints.get(topic, 0), since_ns)
+        self._locks[address] = asyncio.Lock()
+        self._changed.set()
+        return session
+
+    def remove(self, client_address: str) -> Session | None:
+        """Unbind an identity; its messages are no longer received."""
+        session = self._sessions.pop(client_address, None)
+        if session is not None:
+            self._inbox_owner.pop(session.inbox.content_topic, None)
+            self._locks.pop(client_address, None)
+            self._backfilled.discard(session.inbox.content_topic)
+            self._changed.set()
+        return session
+
+    @property
+    def content_topics(self) -> frozenset[str]:
+        """Every topic the client must be subscribed to."""
+        if not self._sessions:
+            return frozenset()
+        return frozenset(self._inbox_owner) | {PRIVATE_TOPIC}
+
+    # ---- status ----
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` succeeded (and :meth:`close` was not called)."""
+        return self._started and not self._closing
+
+    @property
+    def live(self) -> bool:
+        """Whether the node answers and the subscription covers every topic."""
+        return self._started and not self._closing and self._receiving()
+
+    def _receiving(self) -> bool:
+        topics = self.content_topics
+        return (
+            self.failure is None
+            and self._node_ready
+            and self._subscribed >= topics
+            and (not topics or self._reader_alive())
+        )
+
+    @property
+    def backfill_pending(self) -> frozenset[str]:
+        """Topics whose gap since their checkpoint is not filled yet."""
+        return self.content_topics - self._backfilled
+
+    def status(self) -> dict[str, object]:
+        return {
+            "live": self.live,
+            "node_ready": self._node_ready,
+            "subscribed_topics": len(self._subscribed),
+            "backfill_pending": len(self.backfill_pending),
+            "publishing": len(self._inflight),
+            "failure": None if self.failure is None else str(self.failure),
+        }
+
+    async def wait_live(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until :attr:`live` with nothing left to backfill; False if ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not (self.live and not self.backfill_pending):
+            if self.failure is not None or self._closing:
+                return False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            event = self._status
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+        return True
+
+    def _notify(self) -> None:
+        event, self._status = self._status, asyncio.Event()
+        event.set()
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    # ---- events ----
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event (it must not block); returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def events(self, *, operational: bool = False) -> EventStream:
+        """The events from now on: inbound ones, and with ``operational=True`` also
+        :class:`Classified`, :class:`Published` and :class:`Backfilled`.
+
+        ``async for event in client.events(): ...`` or ``async with client.events() as events``.
+        A stream buffers ``event_buffer`` events; when it is full the client waits for it, so
+        nothing is dropped: iterate it, or close it (dropping the last reference also detaches
+        it). Iteration ends, after the buffered events, when the client closes.
+        """
+        stream = EventStream(self.options.event_buffer, operational, self._stopped, self._streams)
+        self._streams.add(stream)
+        return stream
+
+    async def _emit(self, event: ClientEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
+        for stream in list(self._streams):
+            await stream.put(event)
+
+    # ---- lifecycle ----
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the ledger, start the transport, subscribe, backfill and republish pending
+        envelopes. Returns once the work is under way (see :meth:`wait_live`)."""
+        if self._started:
+            return
+        snapshot = await self.ledger.load()
+        for message_hash in snapshot.recent_hashes:
+            self._recent.add(message_hash)
+        self._checkpoints.update(snapshot.checkpoints)
+        if self._manage_transport:
+            await self.transport.start()
+        try:
+            info = await self.transport.node_info()
+            self._has_store = info.has_store
+        except TransportError as exc:
+            log.warning("node info unavailable (%s); assuming the node has a store", exc)
+        self._started_ns = time.time_ns()
+        self._queue = asyncio.Queue(self.options.queue_size)
+        self._started = True
+        self._changed.set()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="umbra-client-consume"),
+            asyncio.create_task(self._supervise(), name="umbra-client-subscription"),
+            asyncio.create_task(self._tick(), name="umbra-client-checkpoints"),
+            asyncio.create_task(self._probe(), name="umbra-client-health"),
+            asyncio.create_task(self._republish_loop(), name="umbra-client-republish"),
+        ]
+
+    async def close(self) -> None:
+        """Stop receiving, let in-flight publishes and queued messages finish (bounded by
+        ``close_timeout``), save a last checkpoint and close the transport if it is ours."""
+        if self._closing or not self._started:
+            self._closing = True
+            self._stopped.set()
+            return
+        self._closing = True
+        self._notify()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.close_timeout
+        consumer, *others = self._tasks
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        mark = self._mark()  # before the reader stops: what it delivered is queued already
+        await self._drop_subscription()
+        queue = self._queue
+        assert queue is not None
+        items: list[_Item] = [None] if mark is None else [mark, None]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                for item in items:
+                    await queue.put(item)
+                await asyncio.shield(consumer)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        if self._inflight:
+            _, late = await asyncio.wait(
+                set(self._inflight.values()), timeout=max(0.0, deadline - loop.time())
+            )
+            for publishing in late:
+                publishing.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._stopped.set()
+        if self._manage_transport:
+            await self.transport.close()
+
+    async def wait_closed(self) -> None:
+        """Return when the client has stopped; raise the failure that stopped it, if any."""
+        await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    # ---- sending ----
+
+    async def invite(
+        self, peer: str, content: Content | str | None = None, *, sender: str | None = None
+    ) -> Sent:
+        """Start a conversation with the client at ``peer`` (a client_address): the invitation
+        is saved, then published. ``Sent.conversation_id`` names the new conversation."""
+        session = self._sender(sender, None)
+        address = session.identity.client_address
+        body = Content.text(content) if isinstance(content, str) else content
+        async with self._locks[address]:
+            conversation, outgoing = session.invite(peer, body)
+            message = self._message(outgoing)
+            try:
+                key = await self.ledger.sealed(ConversationState.of(address, conversation), message)
+            except BaseException:
+                session.remove_conversation(conversation.conversation_id)
+                raise
+        return self._sent(key, address, outgoing.conversation_id, message)
+
+    async def send(
+        self, conversation_id: str, content: Content | str, *, sender: str | None = None
+    ) -> Sent:
+        """Encrypt ``content`` for a conversation: saved, then published (see :class:`Sent`)."""
+        session = self._sender(sender, conversation_id)
+        address = session.identity.client_address
+        body = Content.text(content) if isinstance(content, str) else content
+        async with self._locks[address]:
+            outgoing = session.send(conversation_id, body)
+            message = self._message(outgoing)
+            state = ConversationState.of(address, session.conversation(conversation_id))
+            key = await self.ledger.sealed(state, message)
+        return self._sent(key, address, conversation_id, message)
+
+    async def publish(self, message: WakuMessage) -> MessageHash:
+        """Publish one message with retries (retriable errors only), always the same bytes."""
+        async for attempt in self._retrying(self.options.publish_attempts):
+            with attempt:
+                return await self.transport.publish(message)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _sender(self, sender: str | None, conversation_id: str | None) -> Session:
+        if sender is not None:
+            try:
+                return self._sessions[sender]
+            except KeyError:
+                raise ConversationError(f"identity {sender} is not bound to this client") from None
+        if conversation_id is None or len(self._sessions) == 1:
+            return self.session
+        for session in self._sessions.values():
+            if conversation_id in session.conversations:
+                return session
+        raise ConversationError(f"unknown conversation {conversation_id!r}")
+
+    @staticmethod
+    def _message(outgoing: Outgoing) -> WakuMessage:
+        message = WakuMessage.create(outgoing.payload, outgoing.content_topic)
+        message.check_publishable()
+        return message
+
+    def _sent(self, key: int, address: str, conversation_id: str, message: WakuMessage) -> Sent:
+        pending = PendingEnvelope(key, address, conversation_id, message)
+        task = self._start_publish(pending)
+        message_hash = message.hash(self.transport.pubsub_topic(message.content_topic))
+        return Sent(conversation_id, message_hash, message, task)
+
+    def _start_publish(self, pending: PendingEnvelope) -> asyncio.Task[Delivery]:
+        task = self._inflight.get(pending.key)
+        if task is None:
+            task = asyncio.create_task(self._publish_pending(pending))
+            self._inflight[pending.key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(pending.key, None))
+        return task
+
+    async def _publish_pending(self, pending: PendingEnvelope) -> Delivery:
+        message = pending.message
+        message_hash = message.hash(self.transport.pubsub_topic(message.content_topic))
+        attempts = 0
+        error: str | None = None
+        try:
+            async for attempt in self._retrying(self.options.publish_attempts):
+                with attempt:
+                    attempts += 1
+                    message_hash = await self.transport.publish(message)
+            delivery = Delivery.PUBLISHED
+            await self.ledger.published(pending.key, message_hash)
+        except UmbraWakuError as exc:
+            error = str(exc)
+            if exc.retriable:
+                delivery = Delivery.PENDING
+                log.warning("publish of %s still pending: %s", message_hash, exc)
+            else:
+                delivery = Delivery.FAILED
+                log.error("publish of %s refused: %s", message_hash, exc)
+                await self.ledger.failed(pending.key, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            delivery = Delivery.PENDING
+            log.exception("publish of %s failed unexpectedly", message_hash)
+        await self._emit(
+            Published(pending.conversation_id, message_hash, delivery, attempts, error)
+        )
+        return delivery
+
+    def _retrying(self, attempts: int) -> AsyncRetrying:
+        options = self.options
+        return AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(
+                multiplier=options.publish_backoff,
+                max=options.publish_max_backoff,
+                jitter=options.publish_backoff,
+            ),
+            retry=retry_if_exception(_is_retriable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    async def _republish_loop(self) -> None:
+        while True:
+            await self._republish()
+            await asyncio.sleep(self.options.republish_interval)
+
+    async def _republish(self) -> None:
+        try:
+            pending = await self.ledger.pending()
+        except Exception:
+            log.exception("cannot read pending envelopes")
+            return
+        for envelope in pending:
+            if envelope.key not in self._inflight:
+                self._start_publish(envelope)
+
+    # ---- receiving: subscription supervisor ----
+
+    async def _supervise(self) -> None:
+        delay = self._initial_delay()
+        while True:
+            self._changed.clear()
+            topics = self.content_topics
+            if not topics:
+                await self._drop_subscription()
+            elif topics != self._subscribed or not self._reader_alive():
+                try:
+                    await self._resubscribe(topics)
+                except TransportError as exc:
+                    log.warning("subscribe failed (retrying in %.1f s): %s", delay, exc)
+                    await self._pause(delay)
+                    delay = self._next_delay(delay)
+                    continue
+            pending = self.backfill_pending
+            backfill_ok = True
+            if pending:
+                backfill_ok = await self._backfill(pending)
+            self._notify()
+            if backfill_ok and (not topics or self._reader_alive()):
+                delay = self._initial_delay()
+                await self._pause(None)
+            else:
+                await self._pause(delay)
+                delay = self._next_delay(delay)
+            if self._subscribed and not self._reader_alive():
+                log.warning("subscription ended; resubscribing, then backfilling the gap")
+
+    async def _resubscribe(self, topics: frozenset[str]) -> None:
+        subscription = await self.transport.subscribe(sorted(topics))
+        old, old_reader = self._subscription, self._reader
+        lost = not self._reader_alive()
+        self._subscription = subscription
+        self._reader = asyncio.create_task(self._read(subscription), name="umbra-client-reader")
+        self._subscribed = topics
+        if lost:
+            self._backfilled.clear()  # a gap (or the start): every topic needs a backfill
+        self._backfilled &= topics
+        if old is not None:
+            with contextlib.suppress(TransportError):
+                await old.close()
+        if old_reader is not None:
+            old_reader.cancel()
+            await asyncio.gather(old_reader, return_exceptions=True)
+        log.info("subscribed to %d content topics", len(topics))
+
+    async def _drop_subscription(self) -> None:
+        subscription, reader = self._subscription, self._reader
+        self._subscription, self._reader = None, None
+        self._subscribed = frozenset()
+        if subscription is not None:
+            with contextlib.suppress(TransportError):
+                await subscription.close()
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _pause(self, delay: float | None) -> None:
+        """Until something changed, the reader ended, or ``delay`` seconds passed."""
+        waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(self._changed.wait())}
+        if self._reader is not None and not self._reader.done():
+            waiters.add(self._reader)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                if waiter is not self._reader:
+                    waiter.cancel()
+
+    def _initial_delay(self) -> float:
+        return max(0.05, min(1.0, self.options.resubscribe_max_backoff))
+
+    def _next_delay(self, delay: float) -> float:
+        return min(delay * 2, max(self.options.resubscribe_max_backoff, 0.05))
+
+    async def _read(self, subscription: Subscription) -> None:
+        queue = self._queue
+        assert queue is not None
+        try:
+            async for received in subscription:
+                await queue.put(_Inbound(received, backfill=False))
+        except TransportError as exc:
+            log.warning("subscription failed: %s", exc)
+        finally:
+            self._notify()
+
+    async def _backfill(self, topics: frozenset[str]) -> bool:
+        """Query the store for ``topics`` since their checkpoints; True if the gap is filled
+        (or cannot be: no store, or a non-retriable error)."""
+        if not self.options.backfill or not self._has_store:
+            self._backfilled |= topics
+            return True
+        queue = self._queue
+        assert queue is not None
+        margin = int(self.options.backfill_margin * _NS)
+        default = self._started_ns - int(self.options.initial_lookback * _NS)
+        count = 0
+        error: str | None = None
+        ok = True
+        ordered = sorted(topics)
+        for start in range(0, len(ordered), STORE_TOPICS_PER_QUERY):
+            chunk = ordered[start : start + STORE_TOPICS_PER_QUERY]
+            since = min(self._checkpoints.get(topic, default) for topic in chunk) - margin
+            query = HistoryQuery(content_topics=chunk, start_time=max(0, since))
+            try:
+                async for attempt in self._retrying(self.options.backfill_attempts):
+                    with attempt:
+                        async for received in fetch_history(self.transport, query):
+                            await queue.put(_Inbound(received, backfill=True))
+                            count += 1
+            except UmbraWakuError as exc:
+                error = str(exc)
+                if exc.retriable:
+                    ok = False
+                    log.warning("backfill failed, will retry: %s", exc)
+                    continue
+                log.error("backfill impossible, giving up on this gap: %s", exc)
+            self._backfilled.update(chunk)
+        log.info("backfill of %d topics handed %d messages to classification", len(topics), count)
+        await self._emit(Backfilled(tuple(ordered), count, ok and error is None, error))
+        return ok
+
+    async def _probe(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.health_interval)
+            try:
+                ready = await self.transport.ready()
+            except Exception:  # noqa: BLE001 -- ready() must not raise; if it does: not ready
+                ready = False
+            if ready == self._node_ready:
+                continue
+            self._node_ready = ready
+            if ready:
+                log.info("node reachable again; backfilling")
+                self._backfilled.clear()
+                self._changed.set()
+                await self._republish()
+            else:
+                log.warning("node not ready")
+            self._notify()
+
+    def _mark(self) -> _Mark | None:
+        """A checkpoint for the topics known complete up to now (minus the margin)."""
+        if not self._started or not self._receiving():
+            return None
+        topics = tuple(sorted(self._backfilled & self._subscribed))
+        if not topics:
+            return None
+        return _Mark(topics, time.time_ns() - int(self.options.backfill_margin * _NS))
+
+    async def _tick(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            await asyncio.sleep(self.options.checkpoint_interval)
+            mark = self._mark()
+            if mark is not None and queue.qsize() < queue.maxsize // 2:
+                await queue.put(mark)
+
+    # ---- receiving: classification ----
+
+    async def _consume(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, _Mark):
+                    await self._checkpoint(item)
+                else:
+                    await self._handle(item)
+        except Exception as exc:  # noqa: BLE001 -- recorded, and wait_closed() raises it
+            self.failure = exc
+            log.critical("the ledger failed; the client stops: %s", exc)
+            self._stopped.set()
+            self._notify()
+
+    async def _checkpoint(self, mark: _Mark) -> None:
+        await self.ledger.checkpoint(mark.topics, mark.complete_until_ns)
+        for topic in mark.topics:
+            self._checkpoints[topic] = max(self._checkpoints.get(topic, 0), mark.complete_until_ns)
+
+    async def _handle(self, item: _Inbound) -> None:
+        received = item.received
+        message = received.message
+        topic = message.content_topic
+
+        def classified(
+            state: State | Literal["duplicate"],
+            address: str | None = None,
+            reason: str | None = None,
+            latency: float | None = None,
+        ) -> Classified:
+            return Classified(
+                state,
+                topic,
+                received.hash,
+                received.source,
+                item.backfill,
+                address,
+                reason,
+                latency,
+            )
+
+        if self._recent.seen(received.hash):
+            await self._emit(classified("duplicate"))
+            return
+        if topic == PRIVATE_TOPIC:
+            targets = list(self._sessions)
+        else:
+            owner = self._inbox_owner.get(topic)
+            targets = [] if owner is None else [owner]
+        outcome = classified(State.NOT_FOR_ME)
+        inbound: InboundEvent | None = None
+        for address in targets:
+            session, lock = self._sessions.get(address), self._locks.get(address)
+            if session is None or lock is None:
+                continue  # removed meanwhile
+            async with lock:
+                result = session.classify(message.payload, topic)
+                if isinstance(result, Readable):
+                    inbound = await self._deliver(address, session, received, result)
+            if inbound is not None:
+                latency = None if item.backfill else _latency(message)
+                outcome = classified(State.READABLE, address, latency=latency)
+                break
+            if isinstance(result, BadlyFormed):
+                if result.conversation_id is None:
+                    outcome = classified(State.BADLY_FORMED, reason=result.reason)
+                    break  # malformed for one session is malformed for every session
+                outcome = classified(State.BADLY_FORMED, address, result.reason)
+        self._recent.add(received.hash)
+        if inbound is not None:
+            await self._emit(inbound)
+        await self._emit(outcome)
+
+    async def _deliver(
+        self, address: str, session: Session, received: ReceivedMessage, result: Readable
+    ) -> InboundEvent:
+        """Turn a Readable into its event and save it with the new state (under the lock)."""
+        frame = result.frame
+        event: InboundEvent
+        if isinstance(frame, Invitation):
+            conversation = session.conversation(frame.conversation_id)
+            event = ConversationStarted(
+                address,
+                frame.conversation_id,
+                frame.initiator,
+                frame.created_at_ms,
+                frame.initial_content,
+                received.hash,
+            )
+        else:
+            conversation = session.conversation(result.conversation_id)
+            if isinstance(frame, Closed):
+                event = ConversationClosed(
+                    address,
+                    result.conversation_id,
+                    conversation.peer_address,
+                    frame.reason,
+                    received.hash,
+                )
+            else:
+                event = MessageReceived(
+                    address,
+                    result.conversation_id,
+                    result.sender or conversation.peer_address,
+                    frame,
+                    received.hash,
+                )
+        await self.ledger.received(
+            event, ConversationState.of(address, conversation), received.hash
+        )
+        return event
+
+
+def _latency(message: WakuMessage) -> float | None:
+    if not message.timestamp:
+        return None
+    return max(0.0, (time.time_ns() - message.timestamp) / _NS)
