@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -212,15 +211,18 @@ class PrivateV1:
     recv_hint_key: bytes
     send_header_key: bytes
     recv_header_key: bytes
-    _header_aead_send: ChaCha20Poly1305
-    _header_aead_recv: ChaCha20Poly1305
+    # made on first use: an idle conversation should cost as little memory as possible
+    _header_aead_send: ChaCha20Poly1305 | None
+    _header_aead_recv: ChaCha20Poly1305 | None
 
     def __init__(self) -> None:
         self._index: HintIndex[PrivateV1] | None = None
         self.window = DEFAULT_WINDOW
         self.closed = False
-        self.skipped: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
-        self.missing: OrderedDict[int, None] = OrderedDict()
+        # plain dicts keep insertion order, and cost less than OrderedDicts per idle conversation
+        self.skipped: dict[tuple[bytes, int], bytes] = {}
+        self.missing: dict[int, None] = {}
+        self._header_aead_send = self._header_aead_recv = None
         self.ns = self.nr = self.pn = 0
         self.send_counter = self.recv_next = 0
         self.cks: bytes | None = None
@@ -338,11 +340,18 @@ class PrivateV1:
         else:
             self.send_hint_key, self.recv_hint_key = agreement.hint_r2i, agreement.hint_i2r
             self.send_header_key, self.recv_header_key = agreement.header_r2i, agreement.header_i2r
-        self._make_header_aeads()
 
-    def _make_header_aeads(self) -> None:
-        self._header_aead_send = ChaCha20Poly1305(self.send_header_key)
-        self._header_aead_recv = ChaCha20Poly1305(self.recv_header_key)
+    def _send_aead(self) -> ChaCha20Poly1305:
+        aead = self._header_aead_send
+        if aead is None:
+            aead = self._header_aead_send = ChaCha20Poly1305(self.send_header_key)
+        return aead
+
+    def _recv_aead(self) -> ChaCha20Poly1305:
+        aead = self._header_aead_recv
+        if aead is None:
+            aead = self._header_aead_recv = ChaCha20Poly1305(self.recv_header_key)
+        return aead
 
     @property
     def peer_address(self) -> str:
@@ -380,7 +389,8 @@ class PrivateV1:
                 for new in range(max(old_end, self.recv_next), self.recv_next + self.window):
                     index.add(private_hint(hint_key, new), self, new)
             while len(self.missing) > MAX_SKIP:
-                dropped, _ = self.missing.popitem(last=False)
+                dropped = next(iter(self.missing))
+                del self.missing[dropped]
                 if index is not None:
                     index.remove(private_hint(hint_key, dropped))
         if index is not None:
@@ -400,7 +410,7 @@ class PrivateV1:
         ).SerializeToString()
         self.cks, message_key = _kdf_ck(self.cks)
         encrypted = umbra_envelope_pb2.EncryptedBytes()
-        encrypted.ratchet.header = self._header_aead_send.encrypt(_nonce(counter), header, aad)
+        encrypted.ratchet.header = self._send_aead().encrypt(_nonce(counter), header, aad)
         encrypted.ratchet.ciphertext = crypto.aead_seal(
             message_key, crypto.ZERO_NONCE, frame.SerializeToString(), aad + header
         )
@@ -423,7 +433,7 @@ class PrivateV1:
             raise FrameError("PrivateV1 envelopes must use EncryptedBytes.ratchet")
         aad = conversation_hint.encode() + _U32.pack(salt)
         try:
-            header_bytes = self._header_aead_recv.decrypt(
+            header_bytes = self._recv_aead().decrypt(
                 _nonce(counter), encrypted.ratchet.header, aad
             )
         except Exception as exc:
@@ -482,7 +492,7 @@ class PrivateV1:
             for key, value in skipped:
                 self.skipped[key] = value
             while len(self.skipped) > MAX_SKIP:
-                self.skipped.popitem(last=False)
+                del self.skipped[next(iter(self.skipped))]
             self.root_key, self.ckr, self.nr = root_key, ckr, nr
             if new_ratchet:
                 self.dhr = dh
@@ -578,11 +588,10 @@ class PrivateV1:
                 raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
             setattr(conv, name, value)
         conv.send_counter, conv.recv_next = state.send_counter, state.recv_counter_next
-        conv.missing = OrderedDict.fromkeys(state.recv_counters_missing)
+        conv.missing = dict.fromkeys(state.recv_counters_missing)
         for item in state.skipped_keys:
             conv.skipped[(item.ratchet_key, item.message_number)] = item.message_key
         conv.created_at_ms = state.created_at_ms
-        conv._make_header_aeads()
         return conv
 
 
