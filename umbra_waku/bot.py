@@ -16,7 +16,9 @@ The same handlers run on two backends, kept behind the small :class:`BotBackend`
 
 - **embedded** (:meth:`Bot.embedded`): the protocol runs in this process, on
   :mod:`umbra_waku.client` and a transport from :func:`umbra_waku.transport.connect`
-  (``memory://name`` for the in-process network, ``http://host:8645`` for a Waku node);
+  (``memory://name`` for the in-process network, ``http://host:8645`` for a Waku node, whose
+  cluster, shard and mode :meth:`Bot.from_arguments` takes from the bridge's variables, e.g.
+  ``set -a; . deploy/bridge.env; set +a``);
 - **bridge** (:meth:`Bot.via_bridge`): the protocol runs in an ``umbra-waku bridge`` process; the
   bot talks to its HTTP API with a bearer token and follows its WebSocket event stream, resuming
   from the last cursor it saw after a reconnection.
@@ -43,7 +45,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -262,7 +264,7 @@ class Bot:
         *,
         name: str = "bot",
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        **transport_options: object,
+        transport_options: Mapping[str, object] | None = None,
     ) -> Bot:
         """A bot that runs the protocol in this process.
 
@@ -360,7 +362,8 @@ class Bot:
         chosen = identity if identity is not None else args.identity
         if chosen is None:
             chosen = Identity.generate()
-        return cls.embedded(chosen, args.node, name=name)
+        options = network_options(args.node)
+        return cls.embedded(chosen, args.node, name=name, transport_options=options)
 
     # ---- handler registration (decorators) ----
 
@@ -596,7 +599,7 @@ class EmbeddedBackend:
         self,
         identity: Identity | str | os.PathLike[str],
         node_url: str,
-        transport_options: dict[str, object] | None = None,
+        transport_options: Mapping[str, object] | None = None,
         *,
         client_options: _client.ClientOptions | None = None,
     ) -> None:
@@ -1020,6 +1023,29 @@ def run_program(main: Coroutine[Any, Any, int], prog: str | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # Bot tokens in files, and provisioning them (python -m umbra_waku.bot provision)
 # ---------------------------------------------------------------------------------------------
+
+
+#: Network settings an embedded bot on a Waku node's REST API takes from the environment: the same
+#: variables as the bridge's (deploy/bridge.env), so that both join the same cluster and shard.
+NETWORK_SETTINGS = {"mode": str, "cluster_id": int, "shard": int, "num_shards": int}
+
+
+def network_options(node_url: str) -> dict[str, object]:
+    """REST transport options from ``UMBRA_WAKU_MODE``, ``UMBRA_WAKU_CLUSTER_ID``,
+    ``UMBRA_WAKU_SHARD`` and ``UMBRA_WAKU_NUM_SHARDS`` (http(s) nodes only)."""
+    if urlsplit(node_url).scheme.lower() not in ("http", "https"):
+        return {}
+    options: dict[str, object] = {}
+    for name, kind in NETWORK_SETTINGS.items():
+        variable = "UMBRA_WAKU_" + name.upper()
+        text = os.environ.get(variable, "").strip()
+        if not text:
+            continue
+        try:
+            options[name] = kind(text)
+        except ValueError:
+            raise ConfigError(name, f"{variable}={text!r} is not a number") from None
+    return options
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
