@@ -32,7 +32,7 @@ def private_hint(hint_key: bytes, counter: int) -> str:
 
 
 class HintIndex(Generic[T]):
-    """hint -> (owner, counter) for every hint some conversation expects next.
+    """hint -> owner (a conversation) for every hint some conversation expects next.
 
     Owners add the hints they expect and remove the ones they consumed or gave up on; lookups are
     a single dict access, independent of how many conversations are registered.
@@ -41,15 +41,15 @@ class HintIndex(Generic[T]):
     __slots__ = ("_entries", "get")
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[T, int]] = {}
+        self._entries: dict[str, T] = {}
         # the lookup is the bound dict.get itself: one call on the hottest path
-        self.get: Callable[[str], tuple[T, int] | None] = self._entries.get
+        self.get: Callable[[str], T | None] = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, hint_value: str, owner: T, counter: int) -> None:
-        self._entries[hint_value] = (owner, counter)
+    def add(self, hint_value: str, owner: T) -> None:
+        self._entries[hint_value] = owner
 
     def remove(self, hint_value: str) -> None:
         self._entries.pop(hint_value, None)

@@ -180,7 +180,7 @@ class Session:
             if match is not None:
                 if not _is_canonical(envelope, data):
                     return BadlyFormed("non-canonical envelope encoding", conversation_hint)
-                return self._read_private(match[0], match[1], envelope)
+                return self._read_private(match, envelope)
             salt = envelope.salt
             if len(conversation_hint) != HINT_LENGTH:
                 return BadlyFormed(
@@ -204,12 +204,12 @@ class Session:
             return BadlyFormed(f"internal error: {type(exc).__name__}")
 
     def _read_private(
-        self, conversation: PrivateV1, counter: int, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
+        self, conversation: PrivateV1, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
     ) -> Classification:
         conversation_hint, salt = envelope.conversation_hint, envelope.salt
         cid = conversation.conversation_id
         try:
-            frame = conversation.open(counter, conversation_hint, salt, envelope.encrypted_bytes)
+            frame = conversation.open(conversation_hint, salt, envelope.encrypted_bytes)
         except (CryptoFailure, FrameError) as exc:
             return BadlyFormed(str(exc), conversation_hint, salt, cid)
         self._remember(conversation_hint, cid)

@@ -103,8 +103,8 @@ def test_one_thousand_envelopes_one_direction() -> None:
 
 def test_hint_index() -> None:
     index: HintIndex[str] = HintIndex()
-    index.add("h1", "owner", 3)
-    assert index.get("h1") == ("owner", 3)
+    index.add("h1", "owner")
+    assert index.get("h1") == "owner"
     assert len(index) == 1
     index.remove("h1")
     index.remove("h1")  # removing twice is harmless

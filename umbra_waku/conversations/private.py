@@ -172,6 +172,7 @@ class PrivateV1:
         "_header_aead_recv",
         "_header_aead_send",
         "_index",
+        "_window",
         "ckr",
         "cks",
         "closed",
@@ -221,7 +222,10 @@ class PrivateV1:
         self.closed = False
         # plain dicts keep insertion order, and cost less than OrderedDicts per idle conversation
         self.skipped: dict[tuple[bytes, int], bytes] = {}
-        self.missing: dict[int, None] = {}
+        # counter -> hint of envelopes skipped over and still expected (late or lost)
+        self.missing: dict[int, str] = {}
+        # hints of the counters recv_next, recv_next + 1, ... (the look-ahead window)
+        self._window: list[str] = []
         self._header_aead_send = self._header_aead_recv = None
         self.ns = self.nr = self.pn = 0
         self.send_counter = self.recv_next = 0
@@ -359,40 +363,64 @@ class PrivateV1:
 
     # ---- hint window ----
 
+    # The index maps each expected hint to its conversation only; the conversation finds the
+    # counter itself (a short list scan), which keeps an idle conversation small in memory.
+
     def expected_counters(self) -> list[int]:
         return [*self.missing, *range(self.recv_next, self.recv_next + self.window)]
 
     def attach(self, index: HintIndex[PrivateV1]) -> None:
         """Register the hints this conversation expects in ``index``."""
         self._index = index
-        for counter in self.expected_counters():
-            index.add(private_hint(self.recv_hint_key, counter), self, counter)
+        hint_key = self.recv_hint_key
+        for counter in self.missing:
+            self.missing[counter] = private_hint(hint_key, counter)
+        self._window = [
+            private_hint(hint_key, c) for c in range(self.recv_next, self.recv_next + self.window)
+        ]
+        for expected in (*self.missing.values(), *self._window):
+            index.add(expected, self)
 
     def detach(self) -> None:
         index, self._index = self._index, None
         if index is not None:
-            for counter in self.expected_counters():
-                index.remove(private_hint(self.recv_hint_key, counter))
+            for expected in (*self.missing.values(), *self._window):
+                index.remove(expected)
+
+    def counter_of(self, conversation_hint: str) -> int | None:
+        """The counter of an expected hint, or None."""
+        try:
+            return self.recv_next + self._window.index(conversation_hint)
+        except ValueError:
+            pass
+        for counter, expected in self.missing.items():
+            if expected == conversation_hint:
+                return counter
+        return None
 
     def _consume_counter(self, counter: int, consumed_hint: str) -> None:
         """Move the window past ``counter`` (whose hint was ``consumed_hint``) after it was read."""
         index = self._index
-        hint_key = self.recv_hint_key
         if counter in self.missing:
             del self.missing[counter]
         else:
-            old_end = self.recv_next + self.window
-            for skipped in range(self.recv_next, counter):
-                self.missing[skipped] = None
+            position = counter - self.recv_next
+            window = self._window
+            for offset in range(position):
+                self.missing[self.recv_next + offset] = window[offset]
+            del window[: position + 1]
             self.recv_next = counter + 1
-            if index is not None:
-                for new in range(max(old_end, self.recv_next), self.recv_next + self.window):
-                    index.add(private_hint(hint_key, new), self, new)
+            hint_key = self.recv_hint_key
+            for new in range(self.recv_next + len(window), self.recv_next + self.window):
+                expected = private_hint(hint_key, new)
+                window.append(expected)
+                if index is not None:
+                    index.add(expected, self)
             while len(self.missing) > MAX_SKIP:
                 dropped = next(iter(self.missing))
-                del self.missing[dropped]
+                dropped_hint = self.missing.pop(dropped)
                 if index is not None:
-                    index.remove(private_hint(hint_key, dropped))
+                    index.remove(dropped_hint)
         if index is not None:
             index.remove(consumed_hint)
 
@@ -422,20 +450,20 @@ class PrivateV1:
 
     def open(
         self,
-        counter: int,
         conversation_hint: str,
         salt: int,
         encrypted: umbra_envelope_pb2.EncryptedBytes,
     ) -> Frame:
-        """Decrypt the envelope the index matched to ``counter``; raises CryptoFailure or
+        """Decrypt an envelope whose hint this conversation expects; raises CryptoFailure or
         FrameError and then leaves the state untouched."""
+        counter = self.counter_of(conversation_hint)
+        if counter is None:
+            raise FrameError("hint not expected by this conversation")
         if encrypted.WhichOneof("encryption") != "ratchet":
             raise FrameError("PrivateV1 envelopes must use EncryptedBytes.ratchet")
         aad = conversation_hint.encode() + _U32.pack(salt)
         try:
-            header_bytes = self._recv_aead().decrypt(
-                _nonce(counter), encrypted.ratchet.header, aad
-            )
+            header_bytes = self._recv_aead().decrypt(_nonce(counter), encrypted.ratchet.header, aad)
         except Exception as exc:
             raise CryptoFailure("header authentication failed") from exc
         header = umbra_frames_pb2.RatchetHeader()
@@ -588,7 +616,7 @@ class PrivateV1:
                 raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
             setattr(conv, name, value)
         conv.send_counter, conv.recv_next = state.send_counter, state.recv_counter_next
-        conv.missing = dict.fromkeys(state.recv_counters_missing)
+        conv.missing = dict.fromkeys(state.recv_counters_missing, "")  # hints made by attach()
         for item in state.skipped_keys:
             conv.skipped[(item.ratchet_key, item.message_number)] = item.message_key
         conv.created_at_ms = state.created_at_ms
