@@ -48,7 +48,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -64,9 +64,11 @@ from tenacity import (
 )
 
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
+from umbra_waku.crypto import CryptoFailure
 from umbra_waku.errors import (
     ConfigError,
     ConversationError,
+    InvalidAddress,
     InvalidInput,
     TransportError,
     UmbraWakuError,
@@ -525,7 +527,15 @@ class _Mark:
     complete_until_ns: int
 
 
-_Item = _Inbound | _Mark | None  # None: stop
+@dataclass(frozen=True, slots=True)
+class _Backfill:
+    """Brackets a backfill in the queue: live items between start and end wait until the
+    backfill's (older) messages were handled, so that a conversation sees them in order."""
+
+    start: bool
+
+
+_Item = _Inbound | _Mark | _Backfill | None  # None: stop
 
 
 def _is_retriable(error: BaseException) -> bool:
@@ -835,11 +845,14 @@ class UmbraClient:
         address = session.identity.client_address
         body = Content.text(content) if isinstance(content, str) else content
         async with self._locks[address]:
-            conversation, outgoing = session.invite(peer, body)
-            message = self._message(outgoing)
             try:
+                conversation, outgoing = session.invite(peer, body)
+            except CryptoFailure:  # a low-order point: parses as an address, agrees no key
+                raise InvalidAddress(f"{peer[:64]!r} is not a usable X25519 public key") from None
+            try:
+                message = self._message(outgoing)
                 key = await self.ledger.sealed(ConversationState.of(address, conversation), message)
-            except BaseException:
+            except BaseException:  # not saved: the conversation must not exist
                 session.remove_conversation(conversation.conversation_id)
                 raise
         return self._sent(key, address, outgoing.conversation_id, message)
@@ -1004,6 +1017,9 @@ class UmbraClient:
             with contextlib.suppress(TransportError):
                 await old.close()
         if old_reader is not None:
+            # let it hand over what the old subscription still holds, then make sure it ends
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(old_reader), self.options.close_timeout)
             old_reader.cancel()
             await asyncio.gather(old_reader, return_exceptions=True)
         log.info("subscribed to %d content topics", len(topics))
@@ -1056,12 +1072,27 @@ class UmbraClient:
             return True
         queue = self._queue
         assert queue is not None
+        ordered = sorted(topics)
+        await queue.put(_Backfill(start=True))
+        try:
+            count, error, ok = await self._query_store(queue, ordered)
+        except BaseException:  # cancelled by close(): the consumer flushes what it held back
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(_Backfill(start=False))
+            raise
+        await queue.put(_Backfill(start=False))
+        log.info("backfill of %d topics handed %d messages to classification", len(topics), count)
+        await self._emit(Backfilled(tuple(ordered), count, ok and error is None, error))
+        return ok
+
+    async def _query_store(
+        self, queue: asyncio.Queue[_Item], ordered: list[str]
+    ) -> tuple[int, str | None, bool]:
         margin = int(self.options.backfill_margin * _NS)
         default = self._started_ns - int(self.options.initial_lookback * _NS)
         count = 0
         error: str | None = None
         ok = True
-        ordered = sorted(topics)
         for start in range(0, len(ordered), STORE_TOPICS_PER_QUERY):
             chunk = ordered[start : start + STORE_TOPICS_PER_QUERY]
             since = min(self._checkpoints.get(topic, default) for topic in chunk) - margin
@@ -1080,9 +1111,7 @@ class UmbraClient:
                     continue
                 log.error("backfill impossible, giving up on this gap: %s", exc)
             self._backfilled.update(chunk)
-        log.info("backfill of %d topics handed %d messages to classification", len(topics), count)
-        await self._emit(Backfilled(tuple(ordered), count, ok and error is None, error))
-        return ok
+        return count, error, ok
 
     async def _probe(self) -> None:
         while True:
@@ -1126,20 +1155,37 @@ class UmbraClient:
     async def _consume(self) -> None:
         queue = self._queue
         assert queue is not None
+        deferring = False
+        deferred: deque[_Inbound | _Mark] = deque()
+        limit = self.options.queue_size * 100
         try:
             while True:
                 item = await queue.get()
-                if item is None:
+                if isinstance(item, _Backfill):
+                    deferring = item.start
+                    while deferred and not deferring:
+                        await self._process(deferred.popleft())
+                elif item is None:
+                    while deferred:
+                        await self._process(deferred.popleft())
                     return
-                if isinstance(item, _Mark):
-                    await self._checkpoint(item)
+                elif deferring and not (isinstance(item, _Inbound) and item.backfill):
+                    deferred.append(item)
+                    if len(deferred) > limit:  # a backfill that never ends: stop holding back
+                        await self._process(deferred.popleft())
                 else:
-                    await self._handle(item)
+                    await self._process(item)
         except Exception as exc:  # noqa: BLE001 -- recorded, and wait_closed() raises it
             self.failure = exc
             log.critical("the ledger failed; the client stops: %s", exc)
             self._stopped.set()
             self._notify()
+
+    async def _process(self, item: _Inbound | _Mark) -> None:
+        if isinstance(item, _Mark):
+            await self._checkpoint(item)
+        else:
+            await self._handle(item)
 
     async def _checkpoint(self, mark: _Mark) -> None:
         await self.ledger.checkpoint(mark.topics, mark.complete_until_ns)
@@ -1195,7 +1241,19 @@ class UmbraClient:
                     outcome = classified(State.BADLY_FORMED, reason=result.reason)
                     break  # malformed for one session is malformed for every session
                 outcome = classified(State.BADLY_FORMED, address, result.reason)
-        self._recent.add(received.hash)
+        if outcome.state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
+            # A private-topic envelope that is "not for me" may become readable later, once
+            # earlier messages of its conversation (delivered late, from the store) have moved
+            # the hint window: it must not be dropped as a duplicate when it comes again.
+            self._recent.add(received.hash)
+        log.debug(
+            "%s %s on %s: %s%s",
+            "backfilled" if item.backfill else "received",
+            received.hash,
+            topic,
+            outcome.state,
+            f" ({outcome.reason})" if outcome.reason else "",
+        )
         if inbound is not None:
             await self._emit(inbound)
         await self._emit(outcome)

@@ -31,7 +31,7 @@ from umbra_waku.bridge.openapi import openapi_document
 from umbra_waku.bridge.service import BotInfo, Bridge
 from umbra_waku.bridge.store import ConversationRecord, EventRecord, short_id
 from umbra_waku.client import Delivery, Sent
-from umbra_waku.errors import ConversationError, InvalidInput
+from umbra_waku.errors import ConversationError, InvalidAddress, InvalidInput
 from umbra_waku.frames import TEXT_DOMAIN, Content
 from umbra_waku.identity import parse_client_address
 
@@ -265,9 +265,14 @@ async def _conversation(request: web.Request, bot: BotInfo) -> ConversationRecor
     return record
 
 
-def _require_accepting(bridge: Bridge) -> None:
-    if not bridge.accepting:
-        reason = "shutting down" if bridge.draining else "not connected to the node yet"
+def _require_accepting(bridge: Bridge, *, need_node: bool = True) -> None:
+    """503 while draining, and (for what must reach the node) until the node answered."""
+    reason = None
+    if bridge.draining:
+        reason = "shutting down"
+    elif need_node and not bridge.connected:
+        reason = "not connected to the node yet"
+    if reason is not None:
         raise ApiError(503, "unavailable", reason, headers={"Retry-After": "5"})
 
 
@@ -381,8 +386,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 async def create_bot(request: web.Request) -> web.Response:
     body = await _body(request, models.CreateBotRequest, optional=True)
     bridge = _bridge(request)
-    if bridge.draining:
-        _require_accepting(bridge)
+    _require_accepting(bridge, need_node=False)
     bot, token = await bridge.create_bot(body.name)
     created = models.CreatedBot(**_bot_model(bot).model_dump(), token=token)
     return _json(created, 201)
@@ -447,6 +451,8 @@ async def start_conversation(request: web.Request) -> web.Response:
     _require_accepting(bridge)
     try:
         record, sent, delivery = await bridge.start_conversation(bot, body.peer, content)
+    except InvalidAddress as exc:
+        raise ApiError(422, "invalid_request", _one_line(str(exc)), "peer") from None
     except InvalidInput as exc:
         where = "content.data_b64" if body.content is not None else "text"
         raise ApiError(422, "invalid_request", _one_line(str(exc)), where) from None

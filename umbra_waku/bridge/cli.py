@@ -68,8 +68,19 @@ def run(args: argparse.Namespace) -> int:
         name: getattr(args, name) for name in BridgeSettings.model_fields if hasattr(args, name)
     }
     settings = load_settings(values, getattr(args, "config", None))
-    logging.getLogger("umbra_waku").setLevel(settings.log_level)
+    configure_logging(settings.log_level)
     return asyncio.run(serve(settings))
+
+
+def configure_logging(level: str) -> None:
+    """A service's logs: timestamped, with tracebacks of unexpected errors, on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("umbra_waku", "aiohttp"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    logging.getLogger("umbra_waku").setLevel(level)
 
 
 async def serve(settings: BridgeSettings) -> int:

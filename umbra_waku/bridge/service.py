@@ -18,9 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import stat
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from umbra_waku.bridge.files import create_private_file, prepare_data_dir, read_secret_file
 from umbra_waku.bridge.metrics import BridgeMetrics
 from umbra_waku.bridge.settings import BridgeSettings
 from umbra_waku.bridge.sqlite import SqliteStore
@@ -288,10 +287,6 @@ class Bridge:
         """Whether the client runs (the node answered at least once since start)."""
         return self._client is not None and self._client.started
 
-    @property
-    def accepting(self) -> bool:
-        return self.connected and not self.draining
-
     async def start(self) -> None:
         """Check the node setting, prepare the data directory, open the store, restore every
         bot, then connect to the node in the background (retrying until it answers)."""
@@ -407,7 +402,7 @@ class Bridge:
         if path.exists():
             return read_secret_file(path)
         token = secrets.token_urlsafe(32)
-        write_secret_file(path, token)
+        create_private_file(path, token + "\n")
         log.info("admin token generated into %s", path)
         return token
 
@@ -520,48 +515,3 @@ class Bridge:
         if not client.live:
             return False, "subscription not live"
         return True, None
-
-
-# ---- files ----
-
-
-def prepare_data_dir(path: Path) -> None:
-    """Create the data directory with mode 0700, or tighten an existing one we own."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("%s had mode %04o; setting 0700", path, mode)
-            path.chmod(0o700)
-    except OSError as exc:
-        raise StateError(f"data directory {path}: {exc.strerror or exc}") from None
-
-
-def write_secret_file(path: Path, secret: str) -> None:
-    """Create ``path`` with mode 0600 (never wider, never overwriting) and fsync it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_secret_file(path: Path) -> str:
-    """Read a secret file; refuses one that group or others may access."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise StateError(f"cannot open {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd) as handle:
-        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-        if mode & 0o077:
-            raise StateError(
-                f"{path} is accessible by others (mode {mode:04o}); run: chmod 600 {path}"
-            )
-        secret = handle.read(4096).strip()
-    if len(secret) < 16:
-        raise StateError(f"{path} holds no usable token (at least 16 characters)")
-    return secret

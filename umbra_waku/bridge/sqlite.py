@@ -14,13 +14,13 @@ import functools
 import logging
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from umbra_waku.bridge.files import create_private_file
 from umbra_waku.bridge.store import (
     BotRecord,
     ConversationRecord,
@@ -141,23 +141,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _create_private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 if missing; refuse it if others may access it (it holds
-    private keys)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise StateError(
-                f"{path} is accessible by others (mode {mode:04o}); run: chmod 600 {path}"
-            ) from None
-        return
-    except OSError as exc:
-        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-
-
 def _conversation(row: sqlite3.Row) -> ConversationRecord:
     return ConversationRecord(
         row["bot_id"],
@@ -240,7 +223,7 @@ class SqliteStore:
             raise
 
     def _open(self) -> None:
-        _create_private_file(self.path)
+        create_private_file(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         db.row_factory = sqlite3.Row
         try:
@@ -469,20 +452,25 @@ class SqliteStore:
             return outbox_id
 
     async def mark_published(self, outbox_id: int, message_hash: bytes) -> None:
-        await self._run(self._mark, outbox_id, "published", message_hash, None)
+        await self._run(self._mark_published, outbox_id, message_hash)
 
     async def mark_failed(self, outbox_id: int, reason: str) -> None:
-        await self._run(self._mark, outbox_id, "failed", None, reason[:500])
+        await self._run(self._mark_failed, outbox_id, reason[:500])
 
-    def _mark(
-        self, outbox_id: int, status: str, message_hash: bytes | None, error: str | None
-    ) -> None:
+    def _mark_published(self, outbox_id: int, message_hash: bytes) -> None:
+        with self._tx() as db:  # the payload is not needed any more: keep the row small
+            db.execute(
+                "UPDATE outbox SET status = 'published', message_hash = ?, payload = x'', "
+                "done_at_ms = ? WHERE outbox_id = ? AND status = 'pending'",
+                (message_hash, _now_ms(), outbox_id),
+            )
+
+    def _mark_failed(self, outbox_id: int, reason: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE outbox SET status = ?, message_hash = ?, error = ?, done_at_ms = ?, "
-                "payload = CASE WHEN ? = 'published' THEN x'' ELSE payload END "
+                "UPDATE outbox SET status = 'failed', error = ?, done_at_ms = ? "
                 "WHERE outbox_id = ? AND status = 'pending'",
-                (status, message_hash, error, _now_ms(), status, outbox_id),
+                (reason, _now_ms(), outbox_id),
             )
 
     async def pending_outbox(self) -> list[OutboxRecord]:
