@@ -64,11 +64,9 @@ from tenacity import (
 )
 
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
-from umbra_waku.crypto import CryptoFailure
 from umbra_waku.errors import (
     ConfigError,
     ConversationError,
-    InvalidAddress,
     InvalidInput,
     TransportError,
     UmbraWakuError,
@@ -845,10 +843,7 @@ class UmbraClient:
         address = session.identity.client_address
         body = Content.text(content) if isinstance(content, str) else content
         async with self._locks[address]:
-            try:
-                conversation, outgoing = session.invite(peer, body)
-            except CryptoFailure:  # a low-order point: parses as an address, agrees no key
-                raise InvalidAddress(f"{peer[:64]!r} is not a usable X25519 public key") from None
+            conversation, outgoing = session.invite(peer, body)
             try:
                 message = self._message(outgoing)
                 key = await self.ledger.sealed(ConversationState.of(address, conversation), message)

@@ -32,7 +32,7 @@ from umbra_waku.conversations.private import (
     content_frame,
 )
 from umbra_waku.crypto import CryptoFailure
-from umbra_waku.errors import ConversationError, InvalidInput
+from umbra_waku.errors import ConversationError, InvalidAddress, InvalidInput
 from umbra_waku.frames import (
     MAX_DOMAIN_LENGTH,
     BadlyFormed,
@@ -130,10 +130,14 @@ class Session:
             raise InvalidInput("cannot start a conversation with oneself")
         if content is not None:
             _check_content(content)
-        conversation, frame = PrivateV1.initiate(
-            self.identity.private_key, remote, created_at_ms=self._clock_ms(), initial=content
-        )
-        topic, payload = seal_to_inbox(remote, frame)
+        try:
+            conversation, frame = PrivateV1.initiate(
+                self.identity.private_key, remote, created_at_ms=self._clock_ms(), initial=content
+            )
+            topic, payload = seal_to_inbox(remote, frame)
+        except CryptoFailure:
+            # e.g. a low-order point: 64 hex characters, but no usable X25519 public key
+            raise InvalidAddress(f"{client_address} is not a usable X25519 public key") from None
         _check_size(payload)
         self.add_conversation(conversation)
         return conversation, Outgoing(conversation.conversation_id, topic, payload)

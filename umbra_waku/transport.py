@@ -79,7 +79,8 @@ class Subscription(Protocol):
     the subscription is closed.
     """
 
-    content_topics: Sequence[str]
+    @property
+    def content_topics(self) -> Sequence[str]: ...
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]: ...
 

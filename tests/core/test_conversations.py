@@ -529,3 +529,13 @@ def test_session_input_errors() -> None:
     assert isinstance(result, Readable)
     assert isinstance(result.frame, Content)
     assert result.frame.data == bytes(140_000)
+
+
+def test_invite_to_a_low_order_key_is_an_invalid_address() -> None:
+    """64 hex characters that name no usable X25519 key are refused with InvalidAddress."""
+    from umbra_waku.errors import InvalidAddress
+
+    session = Session(Identity.generate())
+    with pytest.raises(InvalidAddress):
+        session.invite("00" * 32)
+    assert not session.conversations
