@@ -73,12 +73,15 @@ from umbra_waku.errors import (
 )
 from umbra_waku.frames import (
     BadlyFormed,
+    Classification,
     Closed,
     Content,
     Invitation,
+    NotForMe,
     Readable,
     State,
 )
+from umbra_waku.hints import ParkingLot
 from umbra_waku.identity import Identity
 from umbra_waku.session import Outgoing, Session
 from umbra_waku.transport import (
@@ -131,6 +134,9 @@ class ClientOptions:
 
     #: Message hashes remembered to drop duplicates (least recently seen evicted first).
     dedupe_capacity: int = 10_000
+    #: Private-topic envelopes that matched nothing, kept in case they arrived ahead of earlier
+    #: messages of their conversation by more than the hint window (see ParkingLot).
+    park_capacity: int = 1_024
     #: Received messages waiting to be classified; a full queue slows the readers down.
     queue_size: int = 1_000
     #: Attempts of one publish for retriable errors (1 = no retry), always the same message.
@@ -161,7 +167,13 @@ class ClientOptions:
     event_buffer: int = 1_000
 
     def __post_init__(self) -> None:
-        for name in ("dedupe_capacity", "queue_size", "publish_attempts", "backfill_attempts"):
+        for name in (
+            "dedupe_capacity",
+            "park_capacity",
+            "queue_size",
+            "publish_attempts",
+            "backfill_attempts",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"{value!r} must be an integer >= 1")
@@ -580,6 +592,7 @@ class UmbraClient:
         self._inbox_owner: dict[str, str] = {}  # inbox content topic -> client_address
         self._locks: dict[str, asyncio.Lock] = {}
         self._recent = RecentHashes(self.options.dedupe_capacity)
+        self._parked: ParkingLot[_Inbound] = ParkingLot(self.options.park_capacity)
         self._checkpoints: dict[str, int] = {}
         self._listeners: list[Listener] = []
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
@@ -634,6 +647,7 @@ class UmbraClient:
         if address in self._sessions:
             raise InvalidInput(f"identity {address} is already bound to this client")
         self._sessions[address] = session
+        session.use_parking(self._parked)
         self._inbox_owner[session.inbox.content_topic] = address
         if since_ns is not None:
             topic = session.inbox.content_topic
@@ -1218,6 +1232,7 @@ class UmbraClient:
             owner = self._inbox_owner.get(topic)
             targets = [] if owner is None else [owner]
         outcome = classified(State.NOT_FOR_ME)
+        result: Classification | None = None
         inbound: InboundEvent | None = None
         for address in targets:
             session, lock = self._sessions.get(address), self._locks.get(address)
@@ -1237,10 +1252,12 @@ class UmbraClient:
                     break  # malformed for one session is malformed for every session
                 outcome = classified(State.BADLY_FORMED, address, result.reason)
         if outcome.state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
-            # A private-topic envelope that is "not for me" may become readable later, once
-            # earlier messages of its conversation (delivered late, from the store) have moved
-            # the hint window: it must not be dropped as a duplicate when it comes again.
             self._recent.add(received.hash)
+        elif isinstance(result, NotForMe):
+            # It may become readable later, once earlier messages of its conversation (delivered
+            # late, from the store) move the hint window: park it, and do not remember it as
+            # seen, so that a copy coming again is not dropped as a duplicate either.
+            self._parked.park(result.hint, item)
         log.debug(
             "%s %s on %s: %s%s",
             "backfilled" if item.backfill else "received",
@@ -1252,6 +1269,8 @@ class UmbraClient:
         if inbound is not None:
             await self._emit(inbound)
         await self._emit(outcome)
+        for released in self._parked.take_ready():  # the window moved onto parked envelopes
+            await self._handle(released)
 
     async def _deliver(
         self, address: str, session: Session, received: ReceivedMessage, result: Readable

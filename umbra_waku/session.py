@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -41,7 +42,7 @@ from umbra_waku.frames import (
     NotForMe,
     Readable,
 )
-from umbra_waku.hints import HINT_LENGTH, HintIndex
+from umbra_waku.hints import HINT_LENGTH, HintIndex, ParkingLot
 from umbra_waku.identity import Identity, parse_client_address
 from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 
@@ -75,13 +76,14 @@ class Session:
         *,
         hint_window: int | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        parking: ParkingLot[Any] | None = None,
     ) -> None:
         if hint_window is not None and not 1 <= hint_window <= MAX_HINT_WINDOW:
             raise InvalidInput(f"hint_window must be between 1 and {MAX_HINT_WINDOW}")
         self.identity = identity
         self.inbox = InboxV1(identity)
         self.conversations: dict[str, PrivateV1] = {}
-        self._index: HintIndex[PrivateV1] = HintIndex()
+        self._index: HintIndex[PrivateV1] = HintIndex(parking)
         self._recent: OrderedDict[str, str] = OrderedDict()  # hint -> conversation_id
         self._hint_window = hint_window
         self._clock_ms = clock_ms
@@ -92,6 +94,11 @@ class Session:
     def content_topics(self) -> list[str]:
         """What a transport must subscribe to for this identity."""
         return [self.inbox.content_topic, PRIVATE_TOPIC]
+
+    def use_parking(self, parking: ParkingLot[Any] | None) -> None:
+        """Release envelopes parked in ``parking`` when this session starts expecting them
+        (see :class:`~umbra_waku.hints.ParkingLot`); the caller parks and re-classifies."""
+        self._index.parking = parking
 
     def add_conversation(self, conversation: PrivateV1) -> None:
         if self._hint_window is not None:

@@ -24,8 +24,9 @@ from umbra_waku.client import (
     UmbraClient,
 )
 from umbra_waku.errors import NodeHTTPError, NodeUnreachable, PublishRejected, StateError
-from umbra_waku.frames import State
+from umbra_waku.frames import Content, State
 from umbra_waku.identity import Identity
+from umbra_waku.session import Session
 from umbra_waku.transport import ReceivedMessage, connect
 from umbra_waku.waku.message import MessageHash, WakuMessage
 
@@ -260,3 +261,33 @@ def test_received_message_type_is_what_transports_deliver() -> None:
     message = WakuMessage.create(b"x", "/umbra/1/private/proto")
     received = ReceivedMessage.of(message, "/waku/2/rs/42/0", "relay")
     assert received.hash == message.hash("/waku/2/rs/42/0")
+
+
+async def test_messages_far_ahead_of_the_hint_window_are_parked_not_lost(
+    network_name: str,
+) -> None:
+    """Newer envelopes that arrive more than the hint window ahead of older ones (as when a store
+    backfill delivers the older ones late) are parked and read once the window reaches them."""
+    url = f"memory://{network_name}"
+    alice = Session(Identity.generate())
+    async with (
+        connect(url) as wire,
+        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as bob,
+    ):
+        assert await bob.wait_live(2)
+        stream = bob.events()
+        conversation, invitation = alice.invite(bob.client_address)
+        await wire.publish(WakuMessage.create(invitation.payload, invitation.content_topic))
+        await next_of(stream, ConversationStarted)
+        window = bob.session.conversation(conversation.conversation_id).window
+        outgoing = [
+            alice.send(conversation.conversation_id, Content.text(f"m{i}"))
+            for i in range(3 * window)
+        ]
+        # the last 2 * window first: all beyond the window, then the first window's worth
+        for out in outgoing[window:] + outgoing[:window]:
+            await wire.publish(WakuMessage.create(out.payload, out.content_topic))
+        texts = [(await next_of(stream, MessageReceived)).content.as_text() for _ in outgoing]
+        assert sorted(texts) == sorted(f"m{i}" for i in range(3 * window))
+        assert len(set(texts)) == len(texts)
+        assert len(bob._parked) == 0

@@ -8,8 +8,8 @@ import random
 from umbra_waku import Content, Identity, Session
 from umbra_waku.conversations.inbox import seal_to_inbox
 from umbra_waku.conversations.private import PrivateV1
-from umbra_waku.frames import Readable
-from umbra_waku.hints import HINT_LENGTH, HintIndex, hint, private_hint
+from umbra_waku.frames import NotForMe, Readable
+from umbra_waku.hints import HINT_LENGTH, HintIndex, ParkingLot, hint, private_hint
 
 from . import wire
 from .helpers import make_pair, text_of
@@ -127,3 +127,43 @@ def test_matching_is_independent_of_conversation_count() -> None:
         assert isinstance(result, Readable)
         assert result.conversation_id == cid
         assert result.sender == peer.identity.client_address
+
+
+def test_parking_lot_releases_when_a_hint_becomes_expected() -> None:
+    lot: ParkingLot[str] = ParkingLot(capacity=2)
+    index: HintIndex[str] = HintIndex(lot)
+    lot.park("h1", "first")
+    lot.park("h2", "second")
+    lot.park("h3", "third")  # over capacity: the oldest ("h1") is evicted
+    assert len(lot) == 2
+    index.add("h1", "owner")
+    assert lot.take_ready() == []
+    index.add("h3", "owner")
+    assert lot.take_ready() == ["third"]
+    assert lot.take_ready() == []
+    assert len(lot) == 1
+
+
+def test_session_releases_parked_envelopes_as_its_window_moves() -> None:
+    alice, bob = Session(Identity.generate()), Session(Identity.generate())
+    lot: ParkingLot[bytes] = ParkingLot()
+    bob.use_parking(lot)
+    conversation, invitation = alice.invite(bob.identity.client_address)
+    assert isinstance(bob.classify(invitation.payload), Readable)
+    window = bob.conversation(conversation.conversation_id).window
+    out = [
+        alice.send(conversation.conversation_id, Content.text(f"m{i}")) for i in range(2 * window)
+    ]
+    for late in out[window:]:
+        result = bob.classify(late.payload)
+        assert isinstance(result, NotForMe)  # beyond the window
+        lot.park(result.hint, late.payload)
+    read = []
+    for early in out[:window]:
+        read.append(bob.classify(early.payload))
+        for released in lot.take_ready():
+            read.append(bob.classify(released))
+    assert all(isinstance(r, Readable) for r in read)
+    texts = [r.frame.as_text() for r in read if isinstance(r, Readable)]
+    assert sorted(texts) == sorted(f"m{i}" for i in range(2 * window))
+    assert len(lot) == 0
