@@ -6,7 +6,8 @@ of :mod:`umbra_waku.errors`, so nothing above this module sees a raw library exc
 - connection refused/reset, DNS, a body cut short  -> NodeUnreachable (retriable)
 - no answer within the timeout                       -> NodeTimeout (retriable)
 - 404 "... not available while initializing."        -> NodeNotReady (retriable)
-- any other status >= 400                            -> NodeHTTPError (429, 5xx but 501 retriable)
+- any other status >= 400                            -> NodeHTTPError (429, 5xx but 501 retriable,
+                                                       unless the caller knows the body is final)
 - an answer that is not the JSON we expect           -> NodeProtocolError
 
 Retries (:meth:`NodeClient.retrying`) are decided by ``error.retriable`` alone and resend exactly
@@ -51,6 +52,9 @@ log = logging.getLogger("umbra_waku.rest")
 T = TypeVar("T")
 Flavour = Literal["nwaku", "go-waku"]
 Params = Sequence[tuple[str, str]]
+#: Tells whether an error answer is final even though its status says "retriable" (e.g. go-waku's
+#: fast 500 "no suitable peers found"): such an error is raised with ``retriable`` false.
+Final = Callable[[NodeHTTPError], bool]
 
 _INITIALISING = "not available while initializing"
 _JSON = "application/json"
@@ -116,6 +120,8 @@ class NodeClient:
         )
         self.version = ""
         self._detect_lock = asyncio.Lock()
+        #: Peer ids in the node's own listen addresses (from /debug/v1/info), once known.
+        self._peer_ids: frozenset[str] | None = None
 
     @property
     def closed(self) -> bool:
@@ -145,6 +151,7 @@ class NodeClient:
         params: Params = (),
         body: bytes | None = None,
         time_limit: float,
+        final: Final | None = None,
     ) -> Reply:
         """One attempt. Raises a TransportError subclass for anything but a status < 400."""
         session = self._get_session()
@@ -180,7 +187,10 @@ class NodeClient:
         if status == 404 and _INITIALISING in text:
             raise NodeNotReady(f"{method} {path}: {_excerpt(text)}")
         if status >= 400:
-            raise NodeHTTPError(method, path, status, text)
+            error = NodeHTTPError(method, path, status, text)
+            if final is not None and final(error):
+                error.retriable = False
+            raise error
         return Reply(method, path, status, content_type, text)
 
     async def call(
@@ -191,10 +201,13 @@ class NodeClient:
         params: Params = (),
         body: bytes | None = None,
         time_limit: float,
+        final: Final | None = None,
     ) -> Reply:
         """:meth:`send` with retries for retriable errors."""
         return await self.retrying(
-            lambda: self.send(method, path, params=params, body=body, time_limit=time_limit)
+            lambda: self.send(
+                method, path, params=params, body=body, time_limit=time_limit, final=final
+            )
         )
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -237,6 +250,35 @@ class NodeClient:
         if self._implementation is None or self.options.implementation == "auto":
             self._implementation = implementation
         self.version = version
+
+    def remember_addresses(self, listen_addresses: Sequence[str]) -> None:
+        """Keep the peer ids of the node's own listen addresses (from /debug/v1/info)."""
+        self._peer_ids = frozenset(
+            pid for pid in (peer_id_of(address) for address in listen_addresses) if pid
+        )
+
+    async def own_peer_ids(self) -> frozenset[str]:
+        """The node's own peer ids, from ``/debug/v1/info`` (asked once, unless start() did)."""
+        if self._peer_ids is None:
+            reply = await self.call(
+                "GET", "/debug/v1/info", time_limit=self.options.request_timeout
+            )
+            value = reply.json()
+            addresses = value.get("listenAddresses") if isinstance(value, dict) else None
+            if not isinstance(addresses, list):
+                raise NodeProtocolError("GET /debug/v1/info: listenAddresses must be a list")
+            self.remember_addresses([a for a in addresses if isinstance(a, str)])
+        assert self._peer_ids is not None
+        return self._peer_ids
+
+
+def peer_id_of(multiaddr: str) -> str | None:
+    """The ``/p2p/<id>`` (or legacy ``/ipfs/<id>``) component of a multiaddr, if any."""
+    parts = multiaddr.rstrip("/").split("/")
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] in ("p2p", "ipfs") and parts[index + 1]:
+            return parts[index + 1]
+    return None
 
 
 def detect_implementation(reply: Reply) -> tuple[Flavour, str]:

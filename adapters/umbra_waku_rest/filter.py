@@ -6,6 +6,12 @@
   on go-waku (its one-segment route derives the pubsub topic by its hard-wired autosharding).
 - Service peers drop a subscription after 5 minutes without a ping: ping regularly and
   re-subscribe when the ping answers 404 / ``NOT_FOUND``.
+- A service node that restarts forgets our subscription, but the node we talk to keeps its local
+  filter cache: polls go on answering 200 (empty). Only a ping tells, so a successful ping (or
+  subscribe) is the only proof that nothing was missed up to the moment it was sent.
+- A ping asks whether the service peer has *any* subscription of this node, so one lost
+  subscription is reported to every receiver sharing the :class:`FilterApi` (:attr:`losses`):
+  another topic's fresh subscription must not make a ping look good for a lost one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ SUBSCRIPTIONS = "/filter/v2/subscriptions"
 class FilterApi:
     def __init__(self, client: NodeClient) -> None:
         self._client = client
+        #: How many times a ping found the service peer without our subscriptions.
+        self.losses = 0
 
     async def subscribe(self, pubsub_topic: str, content_topics: Collection[str]) -> str:
         """Subscribe and return the request id (usable for pings)."""
@@ -68,9 +76,13 @@ class FilterApi:
             )
         except NodeHTTPError as exc:
             if exc.status == 404 or "NOT_FOUND" in exc.body:
+                self.losses += 1
                 return False
             raise
-        return "NOT_FOUND" not in reply.text
+        if "NOT_FOUND" in reply.text:
+            self.losses += 1
+            return False
+        return True
 
     async def poll(
         self, pubsub_topic: str, content_topic: str, *, go_waku: bool

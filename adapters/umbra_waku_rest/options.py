@@ -19,6 +19,9 @@ Mode = Literal["relay", "light"]
 Implementation = Literal["auto", "nwaku", "go-waku"]
 StoreApi = Literal["auto", "v3", "v1"]
 
+#: Default ``--rest-relay-cache-capacity`` of each node kind (nwaku v0.36+; go-waku v0.10).
+DEFAULT_RELAY_CACHE_CAPACITY: dict[str, int] = {"nwaku": 50, "go-waku": 1000}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RestOptions:
@@ -61,10 +64,15 @@ class RestOptions:
     #: Limit on the protobuf-encoded message, checked before anything is sent.
     max_message_bytes: int = MAX_MESSAGE_BYTES
     #: Seconds between filter pings; service nodes drop a subscription after 5 min without one.
-    filter_ping_interval: float = 60.0
+    #: In light mode it also bounds how late a lost subscription (service node restart) is noticed:
+    #: a feed counts itself complete only up to its last successful ping, so what the service node
+    #: got after that is read back from the store.
+    filter_ping_interval: float = 15.0
     #: Multiaddr (with /p2p/<id>) of the store peer; None lets the node pick (or answer itself).
+    #: The node's own address is never sent (go-waku: 500 "dial to self attempted").
     store_peer: str | None = None
-    #: Which store REST API to use; "auto" uses v3 and falls back to legacy v1 where v3 fails.
+    #: Which store REST API to use; "auto": v3 first on nwaku, legacy v1 first on go-waku (its
+    #: store server is legacy-only), each falling back to the other where it is not served.
     store_api: StoreApi = "auto"
 
     #: Fill gaps of a subscription (cache overflow, errors, node restarts) from the store.
@@ -72,9 +80,10 @@ class RestOptions:
     #: Seconds subtracted from the last point known complete before querying the store, to cover
     #: clock skew and propagation delay (stores accept timestamps within +/-20 s).
     gap_fill_margin: float = 20.0
-    #: Capacity of the node's relay REST cache (nwaku default 50, go-waku 1000 per topic). A poll
-    #: returning this many messages may have lost some, so it triggers a gap fill.
-    relay_cache_capacity: int = 50
+    #: Capacity of the node's relay REST cache (``--rest-relay-cache-capacity``). None: the node
+    #: kind's default (nwaku 50, go-waku 1000 per subscription). A poll returning this many
+    #: messages may have lost some: it reads again at once and fills the gap from the store.
+    relay_cache_capacity: int | None = None
     #: Capacity of the node's filter REST cache (go-waku default 30 per topic pair).
     filter_cache_capacity: int = 30
     #: Message hashes remembered per pubsub topic to drop duplicates.
@@ -111,7 +120,8 @@ class RestOptions:
         _check_float("gap_fill_margin", self.gap_fill_margin, positive=False)
         _check_int("retry_attempts", self.retry_attempts, 1, 100)
         _check_int("max_message_bytes", self.max_message_bytes, 1, 1 << 20)
-        _check_int("relay_cache_capacity", self.relay_cache_capacity, 1, 1 << 24)
+        if self.relay_cache_capacity is not None:
+            _check_int("relay_cache_capacity", self.relay_cache_capacity, 1, 1 << 24)
         _check_int("filter_cache_capacity", self.filter_cache_capacity, 1, 1 << 24)
         _check_int("dedupe_capacity", self.dedupe_capacity, 1, 1 << 24)
         _check_int("connection_limit", self.connection_limit, 1, 1024)
@@ -144,6 +154,13 @@ class RestOptions:
 
     def shards_in_network(self) -> int:
         return 1 if self.num_shards is None else self.num_shards
+
+    def relay_capacity(self, implementation: str | None) -> int:
+        """The relay cache capacity to assume: the configured one, else the node kind's default
+        (nwaku's 50, the smaller, while the kind is unknown)."""
+        if self.relay_cache_capacity is not None:
+            return self.relay_cache_capacity
+        return DEFAULT_RELAY_CACHE_CAPACITY.get(implementation or "", 50)
 
 
 _FLOAT_FIELDS = frozenset(

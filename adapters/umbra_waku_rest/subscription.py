@@ -7,11 +7,17 @@ gap filling re-reads what polling already gave), keeps only the subscribed conte
 hands each message once to every interested :class:`RestSubscription`.
 
 Gap filling: the feed tracks ``complete_until``, the wall-clock time (ns) up to which it knows it
-has seen everything. When that may no longer hold -- a poll returned as many messages as the
-node's cache holds (older ones may have been evicted), a poll failed, the node was unreachable or
-restarted and forgot the subscription -- it re-subscribes if needed and then queries the store
-from ``complete_until - gap_fill_margin``, delivering whatever it had not seen. A failing poll
-never ends the loop: it backs off and tries again.
+has seen everything. A successful poll moves it forward -- in light mode only as far as the last
+successful filter ping or subscribe, because polls of the node's local filter cache go on
+succeeding after the *service* node lost our subscription. When completeness may no longer hold
+-- a poll returned as many messages as the node's cache holds (older ones may have been evicted),
+a poll failed, the node was unreachable or restarted and forgot the subscription -- the feed
+queries the store from ``complete_until - gap_fill_margin``, delivering whatever it had not seen.
+A failing poll never ends the loop: it backs off and tries again.
+
+Re-subscribing happens only on evidence that the node lost the subscription (a GET answering 404,
+nwaku's filter 400 "Not subscribed", a ping answering 404 / NOT_FOUND), never after a mere timeout
+or connection error: on go-waku each relay POST adds another subscription (see relay.py).
 """
 
 from __future__ import annotations
@@ -87,6 +93,10 @@ class Receiver(Protocol):
 
     def lost_subscription(self, error: TransportError) -> bool: ...
 
+    def confirmed_until(self) -> int | None:
+        """Wall-clock time (ns) up to which the node-side subscription is known to have existed
+        without interruption, when polls alone cannot tell (filter); None when they can."""
+
     async def release(self, content_topics: Collection[str]) -> None:
         """Drop the node-side subscription, best effort, when the feed stops."""
 
@@ -99,16 +109,15 @@ class RelayReceiver:
     def __init__(self, relay: RelayApi, pubsub_topic: str, options: RestOptions) -> None:
         self._relay = relay
         self._pubsub_topic = pubsub_topic
-        self._capacity = options.relay_cache_capacity
 
     async def sync(self, content_topics: Collection[str], *, force: bool) -> None:
-        if force:
+        if force:  # only after a GET answered 404: the node really lost it
             self._relay.forget(self._pubsub_topic)
         await self._relay.subscribe(self._pubsub_topic)
 
     async def poll(self, content_topics: Collection[str]) -> PollResult:
-        messages = await self._relay.poll(self._pubsub_topic)
-        return PollResult(messages, possibly_lost=len(messages) >= self._capacity)
+        messages, full = await self._relay.poll(self._pubsub_topic)
+        return PollResult(messages, possibly_lost=full)
 
     async def keep_alive(self) -> bool:
         return True
@@ -116,10 +125,14 @@ class RelayReceiver:
     def lost_subscription(self, error: TransportError) -> bool:
         return relay_api.lost_subscription(error)
 
+    def confirmed_until(self) -> int | None:
+        return None  # a GET answers 404 as soon as the node lost the subscription
+
     async def release(self, content_topics: Collection[str]) -> None:
-        # The relay subscription stays: the node may serve other clients (and nwaku subscribes
-        # its configured shards itself); leaving it costs one bounded cache.
-        return None
+        # Never DELETE /relay/v1/subscriptions: on go-waku that removes every subscription of the
+        # topic, the node's own one included, and the node leaves the shard for everyone. The
+        # subscription stays (nwaku: one bounded cache; go-waku: see RestTransport._detach).
+        self._relay.discard_unread(self._pubsub_topic)
 
 
 class FilterReceiver:
@@ -138,13 +151,23 @@ class FilterReceiver:
         self._request_id: str | None = None
         self._ping = PingClock(options.filter_ping_interval)
         self._timeout = options.request_timeout
+        #: When the last successful subscribe or ping was sent (wall clock, ns): the service peer
+        #: held the subscription then, so nothing before it was missed.
+        self._confirmed = time.time_ns()
+        #: FilterApi.losses when this receiver last subscribed.
+        self._epoch = filters.losses
 
     async def sync(self, content_topics: Collection[str], *, force: bool) -> None:
         wanted = set(content_topics)
         missing = wanted if force else wanted - self._subscribed
         if missing:
+            sent = time.time_ns()
+            epoch = self._filters.losses
             self._request_id = await self._filters.subscribe(self._pubsub_topic, missing)
             self._ping.reset()
+            if not self._subscribed or force:
+                # Everything is subscribed from now on (before: the last ping stands).
+                self._confirmed, self._epoch = sent, epoch
             self._subscribed |= missing
         extra = self._subscribed - wanted
         if extra:
@@ -162,11 +185,20 @@ class FilterReceiver:
         return PollResult(messages, possibly_lost=lost)
 
     async def keep_alive(self) -> bool:
-        if self._request_id is None or not self._ping.due():
+        if self._request_id is None:
             return True
-        alive = await self._filters.ping(self._request_id)
+        if self._filters.losses != self._epoch:
+            # Another receiver's ping found the service peer without our subscriptions.
+            self._subscribed.clear()
+            return False
+        if not self._ping.due():
+            return True
+        sent = time.time_ns()
+        alive = await self._filters.ping(self._request_id)  # an error: ping again next step
         self._ping.reset()
-        if not alive:
+        if alive:
+            self._confirmed = sent
+        else:
             self._subscribed.clear()
         return alive
 
@@ -175,6 +207,9 @@ class FilterReceiver:
         if lost:
             self._subscribed.clear()
         return lost
+
+    def confirmed_until(self) -> int:
+        return self._confirmed
 
     async def release(self, content_topics: Collection[str]) -> None:
         if self._subscribed:
@@ -258,6 +293,10 @@ class TopicFeed:
     def empty(self) -> bool:
         return not self._listeners
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
     def content_topics(self) -> set[str]:
         return {topic for _, topics in self._listeners for topic in topics}
 
@@ -267,9 +306,13 @@ class TopicFeed:
         wanted = frozenset(content_topics)
         async with self._sync_lock:
             await self._receiver.sync(self.content_topics() | wanted, force=False)
+        if not self._listeners:
+            # First listener (or the first after an idle spell of draining): nothing earlier is
+            # owed to anyone.
+            self._gap_from = None
+            self._advance(time.time_ns())
         self._listeners.append((subscription, wanted))
         if self._task is None:
-            self._complete_until = time.time_ns()
             self._task = asyncio.create_task(
                 self._run(), name=f"umbra-waku-rest {self.pubsub_topic}"
             )
@@ -305,13 +348,16 @@ class TopicFeed:
                 failures += 1
                 log.exception("unexpected error while polling %s", self.pubsub_topic)
                 self._open_gap()
-                self._needs_subscribe = True
                 delay = self._backoff(failures)
             await asyncio.sleep(delay)
 
     async def _step(self) -> None:
         topics = self.content_topics()
         if not topics:
+            # No listener, but the transport keeps the feed (go-waku relay): drain and discard,
+            # so that the node's queue for our subscription never fills up and stalls the node.
+            if not self._needs_subscribe:  # else the node has no subscription left to drain
+                await self._receiver.poll(topics)
             return
         async with self._sync_lock:
             await self._receiver.sync(topics, force=self._needs_subscribe)
@@ -336,17 +382,24 @@ class TopicFeed:
             )
             self._open_gap()
         elif self._gap_from is None:
-            self._complete_until = started
+            self._advance(started)
+
+    def _advance(self, to: int) -> None:
+        """Everything up to ``to`` was seen -- as far as the receiver can vouch for it."""
+        confirmed = self._receiver.confirmed_until()
+        self._complete_until = to if confirmed is None else min(to, confirmed)
 
     def _failed(self, error: TransportError, failures: int) -> float:
         if self._receiver.lost_subscription(error):
+            # Evidence the node lost it (restart): subscribe again. Never on a mere timeout or
+            # connection error -- on go-waku a second relay POST is a second subscription.
             log.info(
                 "the node is not subscribed to %s (restart?); re-subscribing", self.pubsub_topic
             )
+            self._needs_subscribe = True
         else:
             log.warning("polling %s failed (%d in a row): %s", self.pubsub_topic, failures, error)
-        # Whatever failed, the node may have restarted: subscribe again and fill the gap.
-        self._needs_subscribe = True
+        # Whatever failed, messages may have been missed meanwhile: fill the gap.
         self._open_gap()
         return self._backoff(failures)
 
@@ -385,7 +438,7 @@ class TopicFeed:
                 "gap on %s filled: %d new messages from the store", self.pubsub_topic, delivered
             )
         self._gap_from = None
-        self._complete_until = started
+        self._advance(started)
 
     async def _fill_from_store(self, topics: Sequence[str], since: int) -> int:
         delivered = 0

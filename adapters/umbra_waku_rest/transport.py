@@ -41,6 +41,8 @@ log = logging.getLogger("umbra_waku.rest")
 #: nwaku /health statuses (normalised: upper case, spaces as "_") that mean "not yet".
 _NOT_READY = frozenset({"INITIALIZING", "SYNCHRONIZING", "NOT_READY", "SHUTTING_DOWN"})
 _STORE_PROTOCOLS = frozenset({"STORE", "STORE_CLIENT", "LEGACY_STORE", "LEGACY_STORE_CLIENT"})
+#: The content topic of node_info()'s one-message store probe (go-waku).
+_STORE_PROBE_CONTENT_TOPIC = "/umbra-waku/1/store-probe/proto"
 
 
 class RestTransport:
@@ -60,6 +62,7 @@ class RestTransport:
         self._feeds_lock = asyncio.Lock()
         self._subscriptions: set[RestSubscription] = set()
         self._closed = False
+        self._store_probed: bool | None = None
 
     def __repr__(self) -> str:
         return f"RestTransport({self.url!r}, mode={self.options.mode!r})"
@@ -170,7 +173,7 @@ class RestTransport:
                     try:
                         await feed.add(subscription, pubsub_content_topics)
                     finally:
-                        if feed.empty:
+                        if feed.empty and not feed.running:
                             # ... when the first add failed: drop the feed it was for.
                             self._feeds.pop(pubsub_topic, None)
         except BaseException:
@@ -223,9 +226,12 @@ class RestTransport:
             "GET", "/debug/v1/info", time_limit=self.options.request_timeout
         )
         addresses, enr = _parse_info(reply)
+        self._client.remember_addresses(addresses)
         has_store = self._store.reachable or self.options.store_peer is not None
         if not has_store and implementation == "nwaku":
             has_store = await self._health_says_store()
+        elif not has_store:
+            has_store = await self._probe_store()
         return NodeInfo(
             implementation=implementation,
             version=self._client.version,
@@ -251,6 +257,22 @@ class RestTransport:
         if self._closed:
             raise TransportClosed("the REST transport is closed")
 
+    async def _probe_store(self) -> bool:
+        """go-waku has no health report: ask the store once for one message. The answer is
+        remembered, unless the question failed for a reason that may pass (then: False now)."""
+        if self._store_probed is not None:
+            return self._store_probed
+        topic = self.pubsub_topic(_STORE_PROBE_CONTENT_TOPIC)
+        try:
+            await self._store.query(topic, [_STORE_PROBE_CONTENT_TOPIC], page_size=1)
+        except TransportError as exc:
+            log.info("no store reachable through %s: %s", self.url, exc)
+            if not exc.retriable:
+                self._store_probed = False
+            return False
+        self._store_probed = True
+        return True
+
     def _receiver(self, pubsub_topic: str) -> Receiver:
         if self.options.mode == "relay":
             return RelayReceiver(self._relay, pubsub_topic, self.options)
@@ -259,12 +281,21 @@ class RestTransport:
     async def _detach(self, subscription: RestSubscription) -> None:
         self._subscriptions.discard(subscription)
         emptied: list[TopicFeed] = []
+        keep_draining = self._drains_idle_feeds()
         for pubsub_topic, feed in list(self._feeds.items()):
             feed.remove(subscription)
-            if feed.empty:
+            if feed.empty and not keep_draining:
                 del self._feeds[pubsub_topic]
                 emptied.append(feed)
         await asyncio.gather(*(feed.stop() for feed in emptied))
+
+    def _drains_idle_feeds(self) -> bool:
+        """go-waku relay: our REST subscription stays on the node (it is never DELETEd, see
+        RelayApi.subscribe), and its queue fills up unless read -- and a full queue stalls the
+        node's whole relay pipeline. So a feed whose last subscription closed keeps draining
+        (discarding) until the transport closes; a later subscribe() on the topic reuses it, and
+        a new transport reuses the node's subscription (it asks before POSTing)."""
+        return self.options.mode == "relay" and self._client.known_implementation() == "go-waku"
 
     async def _probe(self) -> None:
         """One readiness check, without retries: the node must answer /debug/v1/version and
@@ -274,7 +305,8 @@ class RestTransport:
         if self._client.known_implementation() is None or not self._client.version:
             reply = await self._client.send("GET", "/debug/v1/version", time_limit=time_limit)
             self._client.remember(*detect_implementation(reply))
-        _parse_info(await self._client.send("GET", "/debug/v1/info", time_limit=time_limit))
+        info = await self._client.send("GET", "/debug/v1/info", time_limit=time_limit)
+        self._client.remember_addresses(_parse_info(info)[0])
         if self._client.known_implementation() == "nwaku":
             health = await self._nwaku_health()
             if health is not None and health[0] in _NOT_READY:

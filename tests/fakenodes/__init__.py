@@ -8,13 +8,29 @@ relay to each other and share one store archive, like peers of one Waku network.
 Behaviour follows /work/shared/reference/waku-rest-api.md and real-waku-nodes.md:
 
 - relay: destructive GET of the node's REST cache; nwaku's cache is global with capacity
-  ``relay_cache_capacity`` (default 50) and evicts the message with the smallest timestamp; go-waku
-  has a queue per topic (default 1000). A node's own messages are echoed into its cache.
-  ``OK`` (nwaku, text/plain) vs ``true`` (go-waku); ``[]`` vs ``null``; "not subscribed" on publish
-  is 400 (nwaku) vs 500 with an empty body (go-waku).
+  ``relay_cache_capacity`` (default 50), evicts the message with the smallest timestamp, and a
+  second POST /relay/v1/subscriptions is a no-op. A node's own messages are echoed into its cache.
+  ``OK`` (nwaku, text/plain) vs ``true`` (go-waku); ``[]`` vs ``null``; nwaku refuses a publish on
+  a topic it is not subscribed to (400).
+- go-waku v0.10 relay, as observed on real nodes: **every POST /relay/v1/subscriptions adds one
+  more subscription**, a queue (Go channel) of ``relay_cache_capacity`` (default 1000) that every
+  message goes into; a GET drains one of them picked at random (so two subscriptions deliver every
+  message twice), reading up to capacity + 1 messages, and answers 404 "no subscription found for
+  pubsubTopic" when there is none (also after a restart, and for topics the node only joined with
+  ``--pubsub-topic``: ``preset_pubsub_topics``). **A full queue stalls the node**: what arrives
+  then waits in the relay pipeline (``relay_pipeline_capacity``, gossipsub's 1024) and beyond it
+  is dropped (:attr:`FakeNode.relay_dropped`), for every consumer -- REST queues, filter cache and,
+  when the node is its network's ``store_node``, its store. A publish needs no REST subscription
+  (500 with an empty body only without peers: ``relay_peers=0``). DELETE removes every
+  subscription of the topic and the node leaves the shard.
 - /health: nwaku JSON; go-waku 501. /debug/v1/version: nwaku text/plain, go-waku a JSON string.
 - store v3 with real cursor paging: nwaku camelCase with 0x-hex hashes, go-waku snake_case with
   standard base64 hashes that parses cursors as URL-safe base64; legacy store v1 in both styles.
+  go-waku's store server is legacy-only: with ``store_v3=False`` (a go-waku network) its v3
+  endpoint answers a fast 500 ``no suitable peers found`` (``protocols not supported:
+  [/vac/waku/store-query/3.0.0]`` with a ``peerAddr``); without a store, v1 answers 500 ``no
+  suitable peers found`` too; a ``peerAddr`` that is the node itself is 500 ``failed to dial: dial
+  to self attempted``.
 - filter v2 (subscribe, ping with 404 once the service peer forgot us, poll: nwaku
   ``/filter/v2/messages/{ct}`` with 400 when unknown, go-waku ``.../{pubsub}/{ct}`` with 404).
 - lightpush v3 (nwaku: JSON ``relayPeerCount`` / ``statusDesc``, 505 without peers, 500 for a
@@ -23,9 +39,10 @@ Behaviour follows /work/shared/reference/waku-rest-api.md and real-waku-nodes.md
 - strict nwaku request parsing: unknown JSON keys are 400, a foreign ``Origin`` is 403.
 
 Fault knobs: :meth:`FakeNode.fail` (N answers with a status), :meth:`FakeNode.respond` (canned
-body: non-JSON, wrong shapes), :meth:`FakeNode.hang` (never answer), :meth:`FakeNode.restart`
-(forget subscriptions and caches, optionally initialising). Every request is recorded in
-:attr:`FakeNode.requests`.
+body: non-JSON, wrong shapes), :meth:`FakeNode.hang` (never answer), :meth:`FakeNode.delay`
+(handle the request, then answer late: the client times out although the node acted),
+:meth:`FakeNode.restart` (forget subscriptions and caches, optionally initialising). Every
+request is recorded in :attr:`FakeNode.requests`.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ import asyncio
 import base64
 import binascii
 import json
+import random
 import secrets
 import time
 from collections import deque
@@ -91,6 +109,7 @@ class _Fault:
     status: int
     body: str
     content_type: str
+    skip: int = 0  # matching requests to let through first
 
     def matches(self, request: web.Request) -> bool:
         if self.method is not None and request.method != self.method:
@@ -111,6 +130,9 @@ class FakeNetwork:
         self.archive: list[StoredMessage] = []
         self.seen: set[MessageHash] = set()
         self.store_time_variance = store_time_variance
+        #: The node whose store is the archive: it archives what passes through its relay
+        #: pipeline (a stalled go-waku node misses what it drops). None: everything is archived.
+        self.store_node: FakeNode | None = None
         self._last_store_time = 0
 
     def publish(self, pubsub_topic: str, message: WakuMessage) -> bool:
@@ -121,11 +143,17 @@ class FakeNetwork:
         self.seen.add(digest)
         for node in self.nodes:
             node.on_relay(pubsub_topic, message)
+        if self.store_node is None:
+            self.archive_message(pubsub_topic, message)
+        return True
+
+    def archive_message(self, pubsub_topic: str, message: WakuMessage) -> None:
         if not message.ephemeral and self._storable(message):
             now = max(time.time_ns(), self._last_store_time + 1)
             self._last_store_time = now
-            self.archive.append(StoredMessage(pubsub_topic, message, digest, now))
-        return True
+            self.archive.append(
+                StoredMessage(pubsub_topic, message, message.hash(pubsub_topic), now)
+            )
 
     def _storable(self, message: WakuMessage) -> bool:
         if self.store_time_variance is None:
@@ -164,6 +192,8 @@ class FakeNode:
         legacy_store: bool | None = None,
         lightpush_v3: bool | None = None,
         lightpush_peers: int = 1,
+        relay_peers: int = 1,
+        relay_pipeline_capacity: int = 1024,
         filter_ttl: float | None = 300.0,
         preset_pubsub_topics: Iterable[str] = (),
         allowed_origins: Iterable[str] = (),
@@ -184,6 +214,11 @@ class FakeNode:
         self.legacy_store = (not nwaku) if legacy_store is None else legacy_store
         self.lightpush_v3 = nwaku if lightpush_v3 is None else lightpush_v3
         self.lightpush_peers = lightpush_peers
+        self.relay_peers = relay_peers
+        self.relay_pipeline_capacity = relay_pipeline_capacity
+        #: go-waku: messages dropped because the relay pipeline was stalled and full.
+        self.relay_dropped = 0
+        self._random = random.Random(0)
         self.filter_ttl = filter_ttl
         self.preset_pubsub_topics = tuple(preset_pubsub_topics)
         self.allowed_origins = frozenset(allowed_origins)
@@ -197,6 +232,7 @@ class FakeNode:
         self._initializing_left = initializing_requests
         self._faults: list[_Fault] = []
         self._hangs: list[tuple[str, str | None]] = []
+        self._delays: list[list[Any]] = []  # [prefix, method, seconds, remaining]
         self._release = asyncio.Event()
         self._reset_state()
         self.app = self.make_app()
@@ -204,12 +240,17 @@ class FakeNode:
     # -- state ----------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        self.relay_topics: set[str] = set(self.preset_pubsub_topics)
-        # nwaku: one global cache of (pubsub, message); go-waku: a queue per pubsub topic.
+        nwaku = self.flavour == "nwaku"
+        #: Topics with a REST relay cache (nwaku) / at least one REST subscription (go-waku).
+        self.relay_topics: set[str] = set(self.preset_pubsub_topics) if nwaku else set()
+        #: go-waku: the gossipsub topics the node is subscribed to (--pubsub-topic and REST).
+        self.relay_joined: set[str] = set(self.preset_pubsub_topics)
+        # nwaku: one global cache of (pubsub, message).
         self._relay_global: list[tuple[str, WakuMessage]] = []
-        self._relay_queues: dict[str, deque[WakuMessage]] = {
-            topic: deque() for topic in self.relay_topics
-        }
+        # go-waku: one queue per REST subscription (each POST adds one), and the relay pipeline
+        # in front of them, where messages wait while a queue is full.
+        self._relay_subs: dict[str, list[deque[WakuMessage]]] = {}
+        self._pipeline: deque[tuple[str, WakuMessage]] = deque()
         # filter service side: what the service peer pushes to us.
         self.filter_criteria: set[tuple[str, str]] = set()
         self._filter_refreshed = time.monotonic()
@@ -231,8 +272,28 @@ class FakeNode:
         self._initializing_left = 0
 
     def drop_filter_service_subscriptions(self) -> None:
-        """The service peer forgot us (its restart, our TTL): pings now answer 404."""
+        """The service peer forgot us (its restart, our TTL): pings now answer 404, and nothing
+        is pushed to us any more; our own REST filter cache is untouched, so polls still answer
+        200 (that is what go-waku does when its filter service node restarts)."""
         self.filter_criteria.clear()
+
+    def relay_subscriptions(self, pubsub_topic: str) -> int:
+        """How many REST relay subscriptions the node holds for the topic (nwaku: 0 or 1)."""
+        if self.flavour == "nwaku":
+            return int(pubsub_topic in self.relay_topics)
+        return len(self._relay_subs.get(pubsub_topic, []))
+
+    @property
+    def stalled(self) -> bool:
+        """go-waku: a full REST queue blocks the relay pipeline; messages wait or are dropped."""
+        return bool(self._pipeline) or self._queue_full()
+
+    def _queue_full(self) -> bool:
+        return any(
+            len(queue) >= self.relay_cache_capacity
+            for queues in self._relay_subs.values()
+            for queue in queues
+        )
 
     # -- fault knobs ------------------------------------------------------------------------
 
@@ -245,9 +306,11 @@ class FakeNode:
         body: str = "",
         method: str | None = None,
         content_type: str = "text/plain",
+        skip: int = 0,
     ) -> None:
-        """Answer the next ``times`` matching requests (None: all until cleared) with ``status``."""
-        self._faults.append(_Fault(prefix, method, times, status, body, content_type))
+        """Answer the next ``times`` matching requests (None: all until cleared) with ``status``,
+        after letting ``skip`` of them through."""
+        self._faults.append(_Fault(prefix, method, times, status, body, content_type, skip))
 
     def respond(
         self,
@@ -268,9 +331,16 @@ class FakeNode:
         """Never answer matching requests (until :meth:`release_hangs` or shutdown)."""
         self._hangs.append((prefix, method))
 
+    def delay(
+        self, prefix: str, seconds: float, *, times: int = 1, method: str | None = None
+    ) -> None:
+        """Handle the next ``times`` matching requests normally but answer ``seconds`` late."""
+        self._delays.append([prefix, method, seconds, times])
+
     def clear_faults(self) -> None:
         self._faults.clear()
         self._hangs.clear()
+        self._delays.clear()
 
     def release_hangs(self) -> None:
         self._hangs.clear()
@@ -290,15 +360,41 @@ class FakeNode:
         return self.network.publish(pubsub_topic, message)
 
     def on_relay(self, pubsub_topic: str, message: WakuMessage) -> None:
-        if pubsub_topic in self.relay_topics:
-            if self.flavour == "nwaku":
+        if self.flavour == "nwaku":
+            if pubsub_topic in self.relay_topics:
                 _add_evicting_oldest(
                     self._relay_global, (pubsub_topic, message), self.relay_cache_capacity
                 )
-            else:
-                queue = self._relay_queues.setdefault(pubsub_topic, deque())
-                if len(queue) < self.relay_cache_capacity:  # a full Go channel drops
-                    queue.append(message)
+            self._dispatch_filter(pubsub_topic, message)
+            if self.network.store_node is self:
+                self.network.archive_message(pubsub_topic, message)
+            return
+        # go-waku: relay and filter pushes both go through the node's broadcaster.
+        self._expire_filter()
+        wanted = (pubsub_topic, message.content_topic) in self.filter_criteria
+        if pubsub_topic not in self.relay_joined and not wanted:
+            return
+        if self.stalled:
+            if len(self._pipeline) >= self.relay_pipeline_capacity:
+                self.relay_dropped += 1  # gossipsub drops for a subscriber too slow
+                return
+            self._pipeline.append((pubsub_topic, message))
+            return
+        self._dispatch_go_waku(pubsub_topic, message)
+
+    def _dispatch_go_waku(self, pubsub_topic: str, message: WakuMessage) -> None:
+        for queue in self._relay_subs.get(pubsub_topic, []):
+            queue.append(message)
+        self._dispatch_filter(pubsub_topic, message)
+        if self.network.store_node is self:
+            self.network.archive_message(pubsub_topic, message)
+
+    def _flow(self) -> None:
+        """go-waku: a queue has room again; the blocked pipeline moves on."""
+        while self._pipeline and not self._queue_full():
+            self._dispatch_go_waku(*self._pipeline.popleft())
+
+    def _dispatch_filter(self, pubsub_topic: str, message: WakuMessage) -> None:
         self._expire_filter()
         if (pubsub_topic, message.content_topic) in self.filter_criteria:
             if self.flavour == "nwaku":
@@ -389,6 +485,9 @@ class FakeNode:
             return _text(404, f"/{namespace} endpoints are not available while initializing.")
         for fault in list(self._faults):
             if fault.matches(request):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
@@ -396,8 +495,20 @@ class FakeNode:
                 return web.Response(
                     status=fault.status, text=fault.body, content_type=fault.content_type
                 )
+        late = 0.0
+        for entry in list(self._delays):
+            prefix, method, seconds, remaining = entry
+            if request.path.startswith(prefix) and method in (None, request.method):
+                late = seconds
+                entry[3] = remaining - 1
+                if entry[3] <= 0:
+                    self._delays.remove(entry)
+                break
         try:
-            return await handler(request)
+            response = await handler(request)
+            if late:
+                await asyncio.sleep(late)
+            return response
         except web.HTTPNotFound:
             if self.flavour == "nwaku":  # unknown path or method
                 return _text(400, "Bad request initiated. Invalid path or method used.")
@@ -452,9 +563,14 @@ class FakeNode:
         if isinstance(topics, web.Response):
             return topics
         for topic in topics:
-            if topic not in self.relay_topics:
+            if self.flavour == "nwaku":
+                self.relay_topics.add(topic)  # idempotent: a cached topic is skipped
+            else:
+                topic = topic or "/waku/2/default-waku/proto"
+                # Every POST is one more subscription with its own queue.
+                self._relay_subs.setdefault(topic, []).append(deque())
                 self.relay_topics.add(topic)
-                self._relay_queues.setdefault(topic, deque())
+                self.relay_joined.add(topic)
         return self._ok()
 
     async def _relay_unsubscribe(self, request: web.Request) -> web.StreamResponse:
@@ -463,8 +579,12 @@ class FakeNode:
             return topics
         for topic in topics:
             self.relay_topics.discard(topic)
-            self._relay_queues.pop(topic, None)
             self._relay_global = [e for e in self._relay_global if e[0] != topic]
+            # go-waku: every subscription of the topic goes, the node's own one for
+            # --pubsub-topic included: the node leaves the shard.
+            self._relay_subs.pop(topic, None)
+            self.relay_joined.discard(topic)
+        self._flow()
         return self._ok()
 
     async def _topic_list(self, request: web.Request) -> list[str] | web.Response:
@@ -481,15 +601,21 @@ class FakeNode:
 
     async def _relay_get(self, request: web.Request) -> web.StreamResponse:
         topic = request.match_info["topic"]
-        if topic not in self.relay_topics:
-            return _text(404, "" if self.flavour == "nwaku" else "not subscribed to topic")
         if self.flavour == "nwaku":
+            if topic not in self.relay_topics:
+                return _text(404, "")
             taken = [m for t, m in self._relay_global if t == topic]
             self._relay_global = [e for e in self._relay_global if e[0] != topic]
             return _json(200, [self._message_json(m) for m in taken])
-        queue = self._relay_queues.setdefault(topic, deque())
-        taken = list(queue)
-        queue.clear()
+        subs = self._relay_subs.get(topic)
+        if not subs:
+            return _text(404, "no subscription found for pubsubTopic")
+        queue = self._random.choice(subs)  # Go map iteration: any one of them
+        taken = []
+        while queue and len(taken) <= self.relay_cache_capacity:  # up to capacity + 1
+            taken.append(queue.popleft())
+            self._flow()
+        self._flow()
         return _json(200, [self._message_json(m) for m in taken] if taken else None)
 
     async def _relay_post(self, request: web.Request) -> web.StreamResponse:
@@ -501,8 +627,8 @@ class FakeNode:
             message = self._parse_message(_loads(await request.read()), fill_timestamp=nwaku)
         except _BadRequest as exc:
             return _text(400, str(exc))
-        if not nwaku and topic not in self.relay_topics:
-            return _text(500, "")
+        if not nwaku and self.relay_peers < 1:
+            return _text(500, "")  # "not enough peers to publish", as every publish error
         if len(message.encode()) > self.max_msg_size:
             if nwaku:
                 return _text(
@@ -669,14 +795,25 @@ class FakeNode:
     async def _store_v3(self, request: web.Request) -> web.StreamResponse:
         nwaku = self.flavour == "nwaku"
         q = request.query
+        refused = self._store_peer_refusal(q.get("peerAddr"))
+        if refused is not None:
+            return refused
         if not self.store:
             if nwaku:
                 return _text(412, "No suitable service peer & no discovery method")
-            return _json(500, {"status_code": 500, "status_desc": "no suitable peer"})
+            return _go_store_error("no suitable peers found")
         if not self.store_v3:  # go-waku's store server speaks only the legacy protocol
-            return _json(
-                500, {"status_code": 500, "status_desc": "failed to dial: protocols not supported"}
-            )
+            if nwaku:
+                return _json(
+                    500,
+                    {"status_code": 500, "status_desc": "failed to dial: protocols not supported"},
+                )
+            if q.get("peerAddr"):
+                return _go_store_error(
+                    "failed to negotiate protocol: protocols not supported: "
+                    "[/vac/waku/store-query/3.0.0]"
+                )
+            return _go_store_error("no suitable peers found")
         pubsub_topic = q.get("pubsubTopic", "")
         content_topics = [t for t in q.get("contentTopics", "").split(",") if t]
         if not nwaku and (not pubsub_topic or not content_topics):
@@ -744,6 +881,12 @@ class FakeNode:
             go_body["pagination_cursor"] = next_cursor
         return _json(200, go_body)
 
+    def _store_peer_refusal(self, peer_addr: str | None) -> web.Response | None:
+        """go-waku cannot dial itself: a peerAddr with its own peer id is a 500."""
+        if self.flavour == "go-waku" and peer_addr and peer_addr.endswith("/p2p/" + self.peer_id):
+            return _go_store_error("failed to dial: dial to self attempted")
+        return None
+
     def _parse_v3_cursor(self, text: str | None) -> MessageHash | None:
         if not text:
             return None
@@ -765,10 +908,13 @@ class FakeNode:
     async def _store_v1(self, request: web.Request) -> web.StreamResponse:
         nwaku = self.flavour == "nwaku"
         q = request.query
+        refused = self._store_peer_refusal(q.get("peerAddr"))
+        if refused is not None:
+            return refused
         if not self.store or not self.legacy_store:
             if nwaku:
                 return _text(412, "No suitable service peer & no discovery method")
-            return _json(500, {"messages": None, "error_message": "no suitable peer"})
+            return _go_store_error("no suitable peers found")
         pubsub_topic = q.get("pubsubTopic", "")
         content_topics = [t for t in q.get("contentTopics", "").split(",") if t]
         try:
@@ -910,6 +1056,11 @@ def _text(status: int, text: str) -> web.Response:
 
 def _json(status: int, value: object) -> web.Response:
     return web.Response(status=status, text=json.dumps(value), content_type="application/json")
+
+
+def _go_store_error(text: str) -> web.Response:
+    """go-waku's store REST errors (v3 and v1 alike): the legacy response with error_message."""
+    return _json(500, {"messages": None, "error_message": text})
 
 
 def _loads(raw: bytes) -> object:

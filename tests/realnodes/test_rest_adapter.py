@@ -8,11 +8,14 @@ js-waku peer dialled to A; all on /waku/2/rs/42/0.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,11 +33,14 @@ from umbra_waku.waku.message import MessageHash, WakuMessage
 from .harness import (
     CLUSTER_ID,
     PUBSUB_TOPIC,
+    GoWakuBinary,
+    GoWakuConfig,
     GoWakuNode,
     GoWakuPair,
     JsReceived,
     JsWakuError,
     JsWakuPeer,
+    Sandbox,
     wait_until,
 )
 
@@ -411,26 +417,19 @@ async def test_store_node_restart_mid_stream(
 
 @pytest.mark.jswaku
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason=(
-        "umbra_waku_rest light mode: after the filter service node (A) restarts, polls of B's "
-        "local filter cache keep succeeding, so TopicFeed.complete_until keeps advancing; the "
-        "lost subscription is only noticed at the next ping (filter_ping_interval) and the gap "
-        "is then filled from complete_until - gap_fill_margin, which starts after the messages "
-        "that A received while B's subscription was gone. Those messages are in A's store but "
-        "never delivered. Reproduced with the defaults too (ping 60 s > margin 20 s)."
-    ),
-    strict=False,
-)
 async def test_filter_service_node_restart_light_mode(
     gowaku_pair: GoWakuPair, jswaku_peer: JsWakuPeer
 ) -> None:
     """Light mode on B; its filter service node A restarts (filter subscriptions are in memory,
     so A forgets B's): every message published after the restart still reaches the client, from
-    the filter or back-filled from A's store, exactly once."""
+    the filter or back-filled from A's store, exactly once.
+
+    Polls of B's own filter cache keep answering 200 after A forgot B, so only the next ping
+    tells; the adapter counts itself complete only up to its last successful ping, and fills
+    the gap from there. The margin is kept far below the ping interval, so the margin alone
+    could not cover what A received before the loss was noticed."""
     a = gowaku_pair.a
     ct = content_topic()
-    # Ping sooner than the defaults, margin shorter than the ping interval (as with the defaults).
     options = {"mode": "light", "filter_ping_interval": 5.0, "gap_fill_margin": 1.0}
     async with transport(gowaku_pair.b, **options) as tb, collecting(tb, [ct]) as on_b:
         before = message(ct, "before")
@@ -446,3 +445,145 @@ async def test_filter_service_node_restart_light_mode(
         await on_b.wait_for(expected, time_limit=15.0)
         await on_b.settle()
         on_b.assert_exactly_once(expected)
+        sources = Counter(r.source for r in on_b.items)
+        print(f"[realnodes] light mode after the filter service node restarted: {dict(sources)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# go-waku behaviours the adapter must respect (see tests/rest/test_node_quirks.py for the fakes)
+
+
+async def relay_get(node: GoWakuNode) -> tuple[int, Any]:
+    from urllib.parse import quote
+
+    return await node.request("GET", f"/relay/v1/messages/{quote(PUBSUB_TOPIC, safe='')}")
+
+
+async def test_publish_only_client_leaves_no_relay_subscription_on_gowaku(
+    gowaku_pair: GoWakuPair,
+) -> None:
+    """go-waku publishes without a REST subscription; one that nobody drains would fill up and
+    stall the node's relay pipeline. So publishing must not create one."""
+    ct = content_topic()
+    async with transport(gowaku_pair.b) as tb:
+        sent = [message(ct, f"p{i}") for i in range(3)]
+        for msg in sent:
+            await tb.publish(msg)
+        status, body = await relay_get(gowaku_pair.b)
+        assert status == 404, body  # "no subscription found for pubsubTopic"
+
+        async def all_archived() -> bool:
+            return await archived(gowaku_pair.a, ct) == len(sent)
+
+        await wait_until(all_archived, time_limit=DELIVERY_TIMEOUT, what="A to archive them")
+
+
+async def test_client_restarts_never_stack_relay_subscriptions_on_gowaku(
+    gowaku_pair: GoWakuPair,
+) -> None:
+    """Each POST /relay/v1/subscriptions on go-waku adds a subscription (every message then
+    comes twice, and the one nobody reads fills up): a second client of the same node adopts
+    the subscription the first one left instead of posting another."""
+    a, b = gowaku_pair.a, gowaku_pair.b
+    ct = content_topic()
+    for _ in range(2):  # two client lifetimes on B
+        async with transport(b) as tb, collecting(tb, [ct]):
+            pass
+    async with transport(a) as ta:
+        sent = [message(ct, f"once-{i}") for i in range(4)]
+        for msg in sent:
+            await ta.publish(msg)
+    await asyncio.sleep(1.0)  # let them reach B
+    payloads: list[str] = []
+    for _ in range(40):  # GET picks one of B's subscriptions at random: read them all
+        status, body = await relay_get(b)
+        assert status == 200, body
+        payloads += [item["payload"] for item in body or [] if item["contentTopic"] == ct]
+        await asyncio.sleep(0.02)
+    assert sorted(payloads) == sorted(base64.b64encode(msg.payload).decode() for msg in sent), (
+        "a message came out of B's relay cache twice: two subscriptions"
+    )
+
+
+async def test_one_poll_drains_a_full_relay_queue(
+    gowaku_pair_factory: Callable[..., Any],
+) -> None:
+    """B's REST queue holds 5; a burst of 25 arrives between two polls. go-waku blocks while the
+    queue is full and returns at most capacity + 1 per GET, so the adapter reads again at once
+    until a read is short: the whole burst arrives with the next poll, not over five.
+
+    Polls are 10 s apart and the burst must be complete within 18 s: one poll. Without the drain
+    loop it would take five polls (40 s or more), so the bound is about poll counts, not speed."""
+    pair = await gowaku_pair_factory(rest_relay_cache_capacity=5)
+    ct = content_topic()
+    poll = 10.0
+    async with (
+        transport(pair.b, poll_interval=poll) as tb,
+        collecting(tb, [ct]) as on_b,
+        transport(pair.a) as ta,
+    ):
+        burst = [message(ct, f"burst-{i}") for i in range(25)]
+        for msg in burst:
+            await ta.publish(msg)
+        published = time.monotonic()
+        expected = {m.hash(PUBSUB_TOPIC): m for m in burst}
+        await on_b.wait_for(expected, time_limit=poll + 8.0)  # one poll; five would be >= 40 s
+        took = time.monotonic() - published
+        await on_b.settle()
+        on_b.assert_exactly_once(expected)
+        print(f"[realnodes] a burst of 25 through a queue of 5 arrived in {took:.2f} s")
+
+
+async def test_store_goes_straight_to_v1_and_has_store_is_probed(
+    gowaku_pair: GoWakuPair,
+    gowaku_bin: GoWakuBinary,
+    realnode_sandbox: Sandbox,
+    realnode_logs: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """go-waku's store server is legacy-only: the adapter asks v1 at once (no v3 attempts, no
+    retried 500s, no warnings). node_info().has_store is true through A (the store) and B
+    (--storenode=A), false through a node with neither."""
+    caplog.set_level(logging.INFO, logger="umbra_waku.rest")
+    ct = content_topic()
+    async with transport(gowaku_pair.a) as ta:
+        await ta.publish(msg := message(ct, "stored"))
+
+        async def all_archived() -> bool:
+            return await archived(gowaku_pair.a, ct) == 1
+
+        await wait_until(all_archived, time_limit=DELIVERY_TIMEOUT, what="A to archive it")
+    for node in gowaku_pair.nodes:
+        async with transport(node) as t:
+            page = await t.query_history(HistoryQuery([ct]))
+            assert [r.message for r in page.messages] == [msg]
+            assert (await t.node_info()).has_store
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+    lone = GoWakuNode(gowaku_bin, realnode_sandbox, realnode_logs, GoWakuConfig(name="C"))
+    await lone.start()
+    try:
+        async with transport(lone) as tc:
+            assert not (await tc.node_info()).has_store
+    finally:
+        await lone.close()
+
+
+async def test_store_peer_that_is_the_node_itself(gowaku_pair: GoWakuPair) -> None:
+    """store_peer = A's own multiaddr: go-waku cannot dial itself (500 "dial to self
+    attempted"), so the adapter queries A's own archive without peerAddr; through B the same
+    store_peer is sent as peerAddr."""
+    a = gowaku_pair.a
+    ct = content_topic()
+    async with transport(a, store_peer=a.multiaddr) as ta:
+        await ta.publish(msg := message(ct, "self"))
+
+        async def stored() -> list[ReceivedMessage] | None:
+            page = await ta.query_history(HistoryQuery([ct]))
+            return page.messages or None
+
+        got = await wait_until(stored, time_limit=DELIVERY_TIMEOUT, what="A's own archive")
+        assert [r.message for r in got] == [msg]
+    async with transport(gowaku_pair.b, store_peer=a.multiaddr) as tb:
+        page = await tb.query_history(HistoryQuery([ct]))
+        assert [r.message for r in page.messages] == [msg]

@@ -20,7 +20,8 @@ TOPIC = "/waku/2/rs/0/0"
 async def test_cache_overflow_is_filled_from_the_store_without_loss_or_duplicates(
     serve_node: ServeNode, open_transport: OpenTransport, flavour: str
 ) -> None:
-    served = await serve_node(flavour, relay_cache_capacity=5)
+    # go-waku: a full queue stalls the node; 2 more wait in its relay pipeline, the rest drop.
+    served = await serve_node(flavour, relay_cache_capacity=5, relay_pipeline_capacity=2)
     transport = await open_transport(served.url, relay_cache_capacity=5, poll_interval=0.05)
     sub = await transport.subscribe([CT])
     await eventually(lambda: bool(served.node.requests_to("/relay/v1/messages", "GET")))
@@ -33,7 +34,8 @@ async def test_cache_overflow_is_filled_from_the_store_without_loss_or_duplicate
     assert sorted(r.hash for r in got) == sorted(m.hash(TOPIC) for m in burst)
     assert len({r.hash for r in got}) == 12
     assert {r.source for r in got} == {"relay", "store"}
-    assert served.node.requests_to("/store/v3")
+    # nwaku: store v3; go-waku: straight to legacy v1 (its store server speaks nothing else).
+    assert served.node.requests_to("/store/v3" if flavour == "nwaku" else "/store/v1")
     assert await no_more(sub) == []
 
 
@@ -99,7 +101,8 @@ async def test_restart_with_an_initialising_phase_recovers(
     receiver.node.finish_initializing()
     (got,) = await collect(sub, 1)
     assert got.message == missed
-    assert receiver.node.relay_topics == {TOPIC}  # subscribed again
+    # Subscribed again once a GET answered 404 (not while the node answered "initialising").
+    await eventually(lambda: receiver.node.relay_topics == {TOPIC})
 
 
 async def test_node_down_and_back_on_the_same_port(
