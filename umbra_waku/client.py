@@ -48,7 +48,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -92,6 +92,7 @@ from umbra_waku.transport import (
     Transport,
     fetch_history,
 )
+from umbra_waku.waku.dedupe import RecentHashes
 from umbra_waku.waku.message import MessageHash, WakuMessage
 
 __all__ = [
@@ -419,35 +420,6 @@ class MemoryLedger:
 # ---------------------------------------------------------------------------------------------
 # Small pieces
 # ---------------------------------------------------------------------------------------------
-
-
-class RecentHashes:
-    """A bounded set of message hashes; the least recently seen is evicted first."""
-
-    __slots__ = ("_capacity", "_hashes")
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._hashes: OrderedDict[MessageHash, None] = OrderedDict()
-
-    def __contains__(self, message_hash: object) -> bool:
-        return message_hash in self._hashes
-
-    def __len__(self) -> int:
-        return len(self._hashes)
-
-    def seen(self, message_hash: MessageHash) -> bool:
-        """Whether the hash is known (refreshing it if so)."""
-        if message_hash in self._hashes:
-            self._hashes.move_to_end(message_hash)
-            return True
-        return False
-
-    def add(self, message_hash: MessageHash) -> None:
-        self._hashes[message_hash] = None
-        self._hashes.move_to_end(message_hash)
-        while len(self._hashes) > self._capacity:
-            self._hashes.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)

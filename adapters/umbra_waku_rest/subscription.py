@@ -26,14 +26,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from umbra_waku.errors import TransportError
 from umbra_waku.transport import ReceivedMessage, Source
-from umbra_waku.waku.message import MessageHash, WakuMessage
+from umbra_waku.waku.dedupe import RecentHashes
+from umbra_waku.waku.message import WakuMessage
 from umbra_waku_rest import filter as filter_api
 from umbra_waku_rest import relay as relay_api
 from umbra_waku_rest.client import NodeClient
@@ -48,27 +48,6 @@ log = logging.getLogger("umbra_waku.rest")
 _STORE_TOPICS_PER_QUERY = 10
 #: Gap fills that fail with a retriable error are tried again this many times before giving up.
 _GAP_FILL_TRIES = 3
-
-
-class RecentHashes:
-    """A bounded set of recently seen message hashes (least recently seen evicted first)."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._hashes: OrderedDict[MessageHash, None] = OrderedDict()
-
-    def add(self, message_hash: MessageHash) -> bool:
-        """Remember the hash; False if it was already known (a duplicate)."""
-        if message_hash in self._hashes:
-            self._hashes.move_to_end(message_hash)
-            return False
-        self._hashes[message_hash] = None
-        if len(self._hashes) > self._capacity:
-            self._hashes.popitem(last=False)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._hashes)
 
 
 @dataclass(frozen=True, slots=True)

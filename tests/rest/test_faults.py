@@ -266,8 +266,7 @@ async def test_store_5xx_is_retried_then_succeeds_or_ends_retriable(
 
 
 def test_recent_hashes_is_a_bounded_lru() -> None:
-    from umbra_waku_rest.subscription import RecentHashes
-
+    from umbra_waku.waku.dedupe import RecentHashes
     from umbra_waku.waku.message import MessageHash
 
     seen = RecentHashes(2)
