@@ -26,6 +26,7 @@ __all__ = [
     "TAG_BYTES",
     "ZERO_NONCE",
     "CryptoFailure",
+    "KeyPair",
     "aead_open",
     "aead_seal",
     "generate_private_key",
@@ -43,25 +44,56 @@ class CryptoFailure(Exception):
     """
 
 
+class KeyPair:
+    """An X25519 key pair, loaded once for several agreements.
+
+    Loading a private key from bytes derives its public key, a scalar multiplication as costly as
+    an agreement; holding the loaded key saves one per further use. Generated keys cost none.
+    """
+
+    __slots__ = ("_key", "private", "public")
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        self._key = key
+        self.private = key.private_bytes_raw()
+        self.public = key.public_key().public_bytes_raw()
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_private(cls, private: bytes) -> KeyPair:
+        try:
+            return cls(X25519PrivateKey.from_private_bytes(private))
+        except ValueError as exc:
+            raise CryptoFailure("not an X25519 private key") from exc
+
+    def agree(self, public: bytes) -> bytes:
+        """X25519 shared secret; refuses low-order public keys (all-zero output)."""
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(public))
+        except ValueError as exc:
+            raise CryptoFailure("X25519 key agreement failed") from exc
+        if not any(shared):
+            raise CryptoFailure("X25519 produced the all-zero secret (low-order public key)")
+        return shared
+
+    def __repr__(self) -> str:
+        return f"KeyPair(public={self.public.hex()})"
+
+
 def generate_private_key() -> bytes:
     return X25519PrivateKey.generate().private_bytes_raw()
 
 
 def public_key(private: bytes) -> bytes:
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    return KeyPair.from_private(private).public
 
 
 def x25519(private: bytes, public: bytes) -> bytes:
     """X25519 shared secret; refuses low-order public keys (all-zero output)."""
-    try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(public)
-        )
-    except ValueError as exc:
-        raise CryptoFailure("X25519 key agreement failed") from exc
-    if not any(shared):
-        raise CryptoFailure("X25519 produced the all-zero secret (low-order public key)")
-    return shared
+    return KeyPair.from_private(private).agree(public)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:

@@ -50,11 +50,15 @@ class Identity:
 
     private_key: bytes = field(repr=False)
     public_key: bytes = field(init=False)
+    #: the loaded key, for agreements without re-deriving the public key each time
+    keypair: crypto.KeyPair = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.private_key) != crypto.KEY_BYTES:
             raise IdentityError("an X25519 private key is 32 bytes")
-        object.__setattr__(self, "public_key", crypto.public_key(self.private_key))
+        keypair = crypto.KeyPair.from_private(self.private_key)
+        object.__setattr__(self, "keypair", keypair)
+        object.__setattr__(self, "public_key", keypair.public)
 
     @classmethod
     def generate(cls) -> Identity:

@@ -139,7 +139,7 @@ class Session:
             _check_content(content)
         try:
             conversation, frame = PrivateV1.initiate(
-                self.identity.private_key, remote, created_at_ms=self._clock_ms(), initial=content
+                self.identity.keypair, remote, created_at_ms=self._clock_ms(), initial=content
             )
             topic, payload = seal_to_inbox(remote, frame)
         except CryptoFailure:
@@ -234,7 +234,7 @@ class Session:
         try:
             frame = self.inbox.open(conversation_hint, salt, envelope.encrypted_bytes)
             conversation, invitation = PrivateV1.accept(
-                self.identity.private_key, frame.invite_private_v1
+                self.identity.keypair, frame.invite_private_v1
             )
         except (CryptoFailure, FrameError) as exc:
             return BadlyFormed(str(exc), conversation_hint, salt, inbox_id)

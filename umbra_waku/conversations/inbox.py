@@ -54,9 +54,13 @@ def seal_to_inbox(
     address = inbox_address_of(recipient_public.hex())
     salt = secrets.randbits(32) if salt is None else salt
     conversation_hint = hint(inbox_conversation_id(address), salt)
-    e_priv = crypto.generate_private_key() if ephemeral_private is None else ephemeral_private
-    e_pub = crypto.public_key(e_priv)
-    key = _ecies_key(crypto.x25519(e_priv, recipient_public), e_pub, recipient_public)
+    ephemeral = (
+        crypto.KeyPair.generate()
+        if ephemeral_private is None
+        else crypto.KeyPair.from_private(ephemeral_private)
+    )
+    e_pub = ephemeral.public
+    key = _ecies_key(ephemeral.agree(recipient_public), e_pub, recipient_public)
     aad = conversation_hint.encode() + _SALT.pack(salt)
     sealed = crypto.aead_seal(key, crypto.ZERO_NONCE, frame.SerializeToString(), aad)
     encrypted = umbra_envelope_pb2.EncryptedBytes()
@@ -94,7 +98,7 @@ class InboxV1:
         if len(ecies.tag) != crypto.TAG_BYTES:
             raise FrameError("ECIES tag must be 16 bytes")
         own_public = self._identity.public_key
-        shared = crypto.x25519(self._identity.private_key, ecies.ephemeral_pubkey)
+        shared = self._identity.keypair.agree(ecies.ephemeral_pubkey)
         key = _ecies_key(shared, ecies.ephemeral_pubkey, own_public)
         aad = conversation_hint.encode() + _SALT.pack(salt)
         plaintext = crypto.aead_open(key, crypto.ZERO_NONCE, ecies.encrypted_bytes + ecies.tag, aad)

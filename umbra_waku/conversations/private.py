@@ -79,6 +79,10 @@ def _kdf_rk(root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
     return out[:32], out[32:]
 
 
+def _keypair(private: bytes | crypto.KeyPair) -> crypto.KeyPair:
+    return private if isinstance(private, crypto.KeyPair) else crypto.KeyPair.from_private(private)
+
+
 def _kdf_ck(chain_key: bytes) -> tuple[bytes, bytes]:
     # Keyed BLAKE2b-512 is a PRF (RFC 7693 §2.2); one call gives both outputs, at a quarter of the
     # cost of the two HMAC-SHA256 calls Signal's specification suggests. Runs once per message.
@@ -237,7 +241,7 @@ class PrivateV1:
     @classmethod
     def initiate(
         cls,
-        local_private: bytes,
+        local_private: bytes | crypto.KeyPair,
         remote_static: bytes,
         *,
         created_at_ms: int,
@@ -246,12 +250,18 @@ class PrivateV1:
     ) -> tuple[PrivateV1, umbra_frames_pb2.InboxV1Frame]:
         """Start a conversation with ``remote_static``: the conversation and its invitation frame
         (to be sealed to the peer's inbox). ``ephemeral_private`` is for test vectors only."""
-        local_static = crypto.public_key(local_private)
-        ek_priv = crypto.generate_private_key() if ephemeral_private is None else ephemeral_private
-        ek_pub = crypto.public_key(ek_priv)
+        local = _keypair(local_private)
+        local_static = local.public
+        ephemeral = (
+            crypto.KeyPair.generate()
+            if ephemeral_private is None
+            else crypto.KeyPair.from_private(ephemeral_private)
+        )
+        ek_priv, ek_pub = ephemeral.private, ephemeral.public
+        dh_ephemeral = ephemeral.agree(remote_static)
         agreement = Agreement.derive(
-            crypto.x25519(local_private, remote_static),
-            crypto.x25519(ek_priv, remote_static),
+            local.agree(remote_static),
+            dh_ephemeral,
             local_static,
             remote_static,
             ek_pub,
@@ -269,15 +279,13 @@ class PrivateV1:
         conv = cls()
         conv._init_common(agreement, True, local_static, remote_static, created_at_ms)
         conv.dhs_priv, conv.dhs_pub, conv.dhr = ek_priv, ek_pub, remote_static
-        conv.root_key, conv.cks = _kdf_rk(
-            agreement.shared_secret, crypto.x25519(ek_priv, remote_static)
-        )
+        conv.root_key, conv.cks = _kdf_rk(agreement.shared_secret, dh_ephemeral)
         return conv, frame
 
     @classmethod
     def accept(
         cls,
-        local_private: bytes,
+        local_private: bytes | crypto.KeyPair,
         invite: umbra_frames_pb2.InvitePrivateV1,
         *,
         ratchet_private: bytes | None = None,
@@ -285,7 +293,8 @@ class PrivateV1:
         """Check an invitation and create the recipient's side; raises FrameError or
         CryptoFailure when it is malformed or forged. ``ratchet_private`` (the recipient's first
         ratchet key) is for test vectors only."""
-        local_static = crypto.public_key(local_private)
+        local = _keypair(local_private)
+        local_static = local.public
         for name in ("initiator_static_key", "initiator_ephemeral_key", "recipient_static_key"):
             if len(getattr(invite, name)) != crypto.KEY_BYTES:
                 raise FrameError(f"invitation {name} must be 32 bytes")
@@ -295,9 +304,9 @@ class PrivateV1:
             raise FrameError("invitation from ourselves")
         remote_static = invite.initiator_static_key
         ek_pub = invite.initiator_ephemeral_key
-        dh_ephemeral = crypto.x25519(local_private, ek_pub)
+        dh_ephemeral = local.agree(ek_pub)
         agreement = Agreement.derive(
-            crypto.x25519(local_private, remote_static),
+            local.agree(remote_static),
             dh_ephemeral,
             remote_static,
             local_static,
@@ -315,11 +324,13 @@ class PrivateV1:
         conv._init_common(agreement, False, local_static, remote_static, invite.created_at_ms)
         conv.dhr = ek_pub
         conv.root_key, conv.ckr = _kdf_rk(agreement.shared_secret, dh_ephemeral)
-        conv.dhs_priv = (
-            crypto.generate_private_key() if ratchet_private is None else ratchet_private
+        ratchet = (
+            crypto.KeyPair.generate()
+            if ratchet_private is None
+            else crypto.KeyPair.from_private(ratchet_private)
         )
-        conv.dhs_pub = crypto.public_key(conv.dhs_priv)
-        conv.root_key, conv.cks = _kdf_rk(conv.root_key, crypto.x25519(conv.dhs_priv, ek_pub))
+        conv.dhs_priv, conv.dhs_pub = ratchet.private, ratchet.public
+        conv.root_key, conv.cks = _kdf_rk(conv.root_key, ratchet.agree(ek_pub))
         invitation = Invitation(
             agreement.conversation_id, remote_static.hex(), invite.created_at_ms, initial
         )
@@ -504,12 +515,12 @@ class PrivateV1:
         if new_ratchet:
             if ckr is not None:
                 ckr, nr = self._skip(ckr, nr, header.previous_chain_length, self.dhr, skipped)
-            root_key, ckr = _kdf_rk(root_key, crypto.x25519(dhs_priv, dh))
+            root_key, ckr = _kdf_rk(root_key, crypto.KeyPair.from_private(dhs_priv).agree(dh))
             nr = 0
             pn = self.ns
-            dhs_priv = crypto.generate_private_key()
-            dhs_pub = crypto.public_key(dhs_priv)
-            root_key, cks = _kdf_rk(root_key, crypto.x25519(dhs_priv, dh))
+            ratchet = crypto.KeyPair.generate()
+            dhs_priv, dhs_pub = ratchet.private, ratchet.public
+            root_key, cks = _kdf_rk(root_key, ratchet.agree(dh))
         if ckr is None:
             raise FrameError("no receiving chain for this ratchet key")
         ckr, nr = self._skip(ckr, nr, n, dh, skipped)
