@@ -122,6 +122,8 @@ log = logging.getLogger("umbra_waku.client")
 #: nwaku refuses store queries with a cursor and more than 10 content topics.
 STORE_TOPICS_PER_QUERY = 10
 _NS = 1_000_000_000
+#: Received messages whose ledger writes may be in flight at once (ordered ledgers only).
+_MAX_BEHIND = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +352,14 @@ class LedgerSnapshot:
 
 
 class Ledger(Protocol):
-    """The client's persistence seam. Each method is one atomic write (or read)."""
+    """The client's persistence seam. Each method is one atomic write (or read).
+
+    A ledger may declare ``ordered_writes = True``: each write call takes its place in the
+    ledger's write order before its first suspension, and the writes are applied in that order
+    (e.g. queued synchronously to one writer). The client then hands received messages over
+    without waiting for each to be durable before classifying the next; it still emits their
+    events, in order, only once each is durable, and checkpoints only after them.
+    """
 
     async def load(self) -> LedgerSnapshot:
         """Recent message hashes and checkpoints, once at start."""
@@ -581,6 +590,11 @@ class UmbraClient:
         self._changed = asyncio.Event()
         self._status = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._ordered = bool(getattr(self.ledger, "ordered_writes", False))
+        # Received messages handed to an ordered ledger: the last of a chain of tasks that each
+        # wait for the previous one, then for their write, then emit their events.
+        self._tail: asyncio.Task[None] | None = None
+        self._behind = 0
         self._started = False
         self._closing = False
         self._started_ns = 0
@@ -1142,6 +1156,8 @@ class UmbraClient:
         try:
             while True:
                 item = await queue.get()
+                if self.failure is not None:  # a write handed over failed
+                    return
                 if isinstance(item, _Backfill):
                     deferring = item.start
                     while deferred and not deferring:
@@ -1149,6 +1165,7 @@ class UmbraClient:
                 elif item is None:
                     while deferred:
                         await self._process(deferred.popleft())
+                    await self._settled()
                     return
                 elif deferring and not (isinstance(item, _Inbound) and item.backfill):
                     deferred.append(item)
@@ -1157,16 +1174,76 @@ class UmbraClient:
                 else:
                     await self._process(item)
         except Exception as exc:  # noqa: BLE001 -- recorded, and wait_closed() raises it
-            self.failure = exc
-            log.critical("the ledger failed; the client stops: %s", exc)
-            self._stopped.set()
-            self._notify()
+            self._fail(exc)
+        finally:
+            tail, self._tail = self._tail, None
+            if tail is not None and not tail.done():
+                tail.cancel()
+                await asyncio.gather(tail, return_exceptions=True)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is not None:
+            return
+        self.failure = exc
+        log.critical("the ledger failed; the client stops: %s", exc)
+        self._stopped.set()
+        self._notify()
 
     async def _process(self, item: _Inbound | _Mark) -> None:
         if isinstance(item, _Mark):
+            await self._settled()  # never a checkpoint past a message not yet durable
             await self._checkpoint(item)
         else:
             await self._handle(item)
+
+    async def _emit_in_order(
+        self, write: asyncio.Task[None] | None, events: Sequence[ClientEvent]
+    ) -> None:
+        """Emit ``events`` once ``write`` (if any) is durable, after every earlier message's."""
+        tail = self._tail
+        if tail is not None and tail.done():
+            self._tail, self._behind = None, 0
+            tail.result()  # an earlier write failed: raise it here
+            tail = None
+        if write is None and tail is None:
+            for event in events:
+                await self._emit(event)
+            return
+        self._tail = asyncio.create_task(self._emit_after(tail, write, events))
+        self._tail.add_done_callback(self._chain_done)
+        self._behind += 1
+        if self._behind >= _MAX_BEHIND:
+            await self._settled()
+
+    async def _emit_after(
+        self,
+        previous: asyncio.Task[None] | None,
+        write: asyncio.Task[None] | None,
+        events: Sequence[ClientEvent],
+    ) -> None:
+        if previous is not None:
+            await previous
+        if write is not None:
+            await write
+        for event in events:
+            await self._emit(event)
+
+    def _chain_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        self._fail(exc)  # at once, not when the next message comes; the consumer stops
+
+    async def _settled(self) -> None:
+        """Wait until every received message handed over is durable and emitted."""
+        tail = self._tail
+        if tail is not None:
+            try:
+                await asyncio.shield(tail)
+            finally:
+                if self._tail is tail:
+                    self._tail, self._behind = None, 0
 
     async def _checkpoint(self, mark: _Mark) -> None:
         await self.ledger.checkpoint(mark.topics, mark.complete_until_ns)
@@ -1196,7 +1273,7 @@ class UmbraClient:
             )
 
         if self._recent.seen(received.hash):
-            await self._emit(classified("duplicate"))
+            await self._emit_in_order(None, (classified("duplicate"),))
             return
         if topic == PRIVATE_TOPIC:
             targets = list(self._sessions)
@@ -1206,6 +1283,7 @@ class UmbraClient:
         outcome = classified(State.NOT_FOR_ME)
         result: Classification | None = None
         inbound: InboundEvent | None = None
+        write: asyncio.Task[None] | None = None
         for address in targets:
             session, lock = self._sessions.get(address), self._locks.get(address)
             if session is None or lock is None:
@@ -1213,7 +1291,7 @@ class UmbraClient:
             async with lock:
                 result = session.classify(message.payload, topic)
                 if isinstance(result, Readable):
-                    inbound = await self._deliver(address, session, received, result)
+                    inbound, write = await self._deliver(address, session, received, result)
             if inbound is not None:
                 latency = None if item.backfill else _latency(message)
                 outcome = classified(State.READABLE, address, latency=latency)
@@ -1238,16 +1316,16 @@ class UmbraClient:
             outcome.state,
             f" ({outcome.reason})" if outcome.reason else "",
         )
-        if inbound is not None:
-            await self._emit(inbound)
-        await self._emit(outcome)
+        await self._emit_in_order(write, (outcome,) if inbound is None else (inbound, outcome))
         for released in self._parked.take_ready():  # the window moved onto parked envelopes
             await self._handle(released)
 
     async def _deliver(
         self, address: str, session: Session, received: ReceivedMessage, result: Readable
-    ) -> InboundEvent:
-        """Turn a Readable into its event and save it with the new state (under the lock)."""
+    ) -> tuple[InboundEvent, asyncio.Task[None] | None]:
+        """Turn a Readable into its event and save it with the new state (under the lock).
+        With an ordered ledger the write is only queued (its place in the write order taken
+        under the lock) and returned, to be awaited before the event is emitted."""
         frame = result.frame
         event: InboundEvent
         if isinstance(frame, Invitation):
@@ -1278,10 +1356,24 @@ class UmbraClient:
                     frame,
                     received.hash,
                 )
-        await self.ledger.received(
+        saving = self.ledger.received(
             event, ConversationState.of(address, conversation), received.hash
         )
-        return event
+        if not self._ordered:
+            await saving
+            return event, None
+        write = asyncio.create_task(saving)
+        write.add_done_callback(_retrieved)  # its failure is the chain's; not logged twice
+        # One turn of the loop: the task's first step (scheduled before this one resumes) runs
+        # until the ledger has queued the write, so that it is ordered before any later write
+        # of this session, which needs the lock.
+        await asyncio.sleep(0)
+        return event, write
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _latency(message: WakuMessage) -> float | None:

@@ -20,7 +20,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +65,8 @@ ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 -- a file name
 DATABASE_FILE = "bridge.sqlite3"
 #: Message hashes the bridge remembers (in memory and in the database) to drop duplicates.
 DEDUPE_CAPACITY = 100_000
+#: Conversation records kept in memory for the API (most recently used), by (bot, short id).
+CONVERSATION_CACHE = 4_096
 _DUMMY_HASH = hashlib.sha256(b"no such bot").digest()
 
 
@@ -191,6 +193,9 @@ class BridgeLedger:
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
         self._store = bridge.store
+        # received() and sealed() queue their store write before their first suspension when
+        # the store does (SqliteStore): see Ledger.ordered_writes.
+        self.ordered_writes = bool(getattr(bridge.store, "ordered_writes", False))
 
     async def load(self) -> LedgerSnapshot:
         hashes = await self._store.recent_hashes(DEDUPE_CAPACITY)
@@ -203,10 +208,14 @@ class BridgeLedger:
         if bot is None:
             return  # removed meanwhile
         events = _new_events(event)
-        seqs = await self._store.record_received(
-            _record(bot.bot_id, conversation), events, bytes(message_hash), _now_ms()
-        )
+        record = _record(bot.bot_id, conversation)
+        try:
+            seqs = await self._store.record_received(record, events, bytes(message_hash), _now_ms())
+        except BaseException:
+            self._bridge.forget_conversation(record.bot_id, record.short_id)
+            raise
         if seqs:
+            self._bridge.remember_conversation(record)
             for new in events:
                 self._bridge.metrics.events.labels(new.kind).inc()
             self._bridge.notifier.ring(bot.bot_id)
@@ -216,12 +225,16 @@ class BridgeLedger:
         if bot is None:
             raise ConversationError("the bot was removed")
         assert message.timestamp is not None
-        return await self._store.record_sealed(
-            _record(bot.bot_id, conversation),
-            message.content_topic,
-            message.payload,
-            message.timestamp,
-        )
+        record = _record(bot.bot_id, conversation)
+        try:
+            key = await self._store.record_sealed(
+                record, message.content_topic, message.payload, message.timestamp
+            )
+        except BaseException:
+            self._bridge.forget_conversation(record.bot_id, record.short_id)
+            raise
+        self._bridge.remember_conversation(record)
+        return key
 
     async def published(self, key: int, message_hash: MessageHash) -> None:
         await self._store.mark_published(key, bytes(message_hash))
@@ -273,6 +286,13 @@ class Bridge:
         self._by_address: dict[str, str] = {}
         self._admin_hash = _DUMMY_HASH
         self._opened = False
+        # (bot id, short id) -> the conversation as last committed, so that a POST does not
+        # read the database; updated after every committed write of a conversation (the
+        # client saves a conversation's states in order, under its bot's lock), dropped with
+        # its bot. ``_cache_version`` tells a lookup that read the store whether a write
+        # happened meanwhile (then its row may be older than the cached one: not kept).
+        self._conversation_cache: OrderedDict[tuple[str, str], ConversationRecord] = OrderedDict()
+        self._cache_version = 0
 
     # ---- lifecycle ----
 
@@ -462,7 +482,11 @@ class Bridge:
             return False
         self._by_address.pop(info.client_address, None)
         self.client.remove(info.client_address)
-        await self.store.delete_bot(bot_id)
+        self._forget_bot(bot_id)
+        try:
+            await self.store.delete_bot(bot_id)
+        finally:
+            self._forget_bot(bot_id)
         self.metrics.bots.set(len(self._bots))
         self.notifier.ring(bot_id)
         log.info("bot %s deleted", bot_id)
@@ -474,14 +498,48 @@ class Bridge:
         return await self.store.conversations(bot_id)
 
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
-        return await self.store.conversation(bot_id, short)
+        key = (bot_id, short)
+        cache = self._conversation_cache
+        record = cache.get(key)
+        if record is not None:
+            cache.move_to_end(key)
+            return record
+        version = self._cache_version
+        record = await self.store.conversation(bot_id, short)
+        if record is not None and version == self._cache_version and bot_id in self._bots:
+            self._cache(key, record)
+        return record
+
+    def remember_conversation(self, record: ConversationRecord) -> None:
+        """A write of this conversation was committed: its record as written."""
+        self._cache_version += 1
+        if record.bot_id in self._bots:
+            self._cache((record.bot_id, record.short_id), record)
+
+    def forget_conversation(self, bot_id: str, short: str) -> None:
+        """A write of this conversation failed: what the store holds is not known here."""
+        self._cache_version += 1
+        self._conversation_cache.pop((bot_id, short), None)
+
+    def _forget_bot(self, bot_id: str) -> None:
+        self._cache_version += 1
+        cache = self._conversation_cache
+        for key in [key for key in cache if key[0] == bot_id]:
+            del cache[key]
+
+    def _cache(self, key: tuple[str, str], record: ConversationRecord) -> None:
+        cache = self._conversation_cache
+        cache[key] = record
+        cache.move_to_end(key)
+        if len(cache) > CONVERSATION_CACHE:
+            cache.popitem(last=False)
 
     async def start_conversation(
         self, bot: BotInfo, peer: str, content: Content | None
     ) -> tuple[ConversationRecord, Sent, Delivery]:
         sent = await self.client.invite(peer, content, sender=bot.client_address)
         delivery = await sent.wait(self.settings.publish_wait)
-        record = await self.store.conversation(bot.bot_id, short_id(sent.conversation_id))
+        record = await self.conversation(bot.bot_id, short_id(sent.conversation_id))
         if record is None:  # deleted meanwhile
             raise ConversationError("the conversation is gone")
         return record, sent, delivery

@@ -3,6 +3,12 @@
 One connection, used only by one dedicated thread: every call is queued to that thread, so the
 event loop never blocks and writes happen one at a time, in the order they were asked for.
 WAL journal with ``synchronous=FULL``: a transaction that returned survives a crash or power loss.
+
+Group commit: writes asked for while a transaction is in flight share the next transaction and
+its one fsync. Each write runs inside its own SAVEPOINT (all-or-nothing: a failing write is rolled
+back alone and fails only its caller), and every caller learns its result only after the COMMIT
+that contains its write succeeded; when that COMMIT (or BEGIN) fails, every caller of the group
+gets the error. So nothing is acknowledged before it is durable, as with one transaction per write.
 The database file is created with mode 0600 (its -wal and -shm files inherit it).
 """
 
@@ -14,9 +20,11 @@ import functools
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,6 +149,27 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(slots=True)
+class _Write:
+    """One write waiting for the next group transaction."""
+
+    fn: Callable[..., Any]  # fn(db, *args), on the database thread, inside the transaction
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the event loop: hand each caller its result or error."""
+    for future, ok, value in outcomes:
+        if future.done():  # the caller was cancelled: the write happened all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 def _conversation(row: sqlite3.Row) -> ConversationRecord:
     return ConversationRecord(
         row["bot_id"],
@@ -176,11 +205,23 @@ def _event(row: sqlite3.Row) -> EventRecord:
 class SqliteStore:
     """A :class:`~umbra_waku.bridge.store.Store` in one SQLite file."""
 
+    #: Every write takes its place in the write order when called (before it first suspends)
+    #: and the writes are applied in that order.
+    ordered_writes = True
+
     def __init__(self, path: str | os.PathLike[str], *, keep_hashes: int = KEEP_HASHES) -> None:
         self.path = Path(path)
         self._keep_hashes = keep_hashes
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        # Writes waiting for the next group transaction, and whether a flush is queued on the
+        # database thread that has not taken them yet (shared by the loop and that thread).
+        self._lock = threading.Lock()
+        self._pending: list[_Write] = []
+        self._flush_queued = False
+        #: Group transactions committed, and writes they carried (for tests and metrics).
+        self.commits = 0
+        self.writes = 0
 
     # ---- plumbing ----
 
@@ -194,22 +235,83 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StateError(f"bridge database: {type(exc).__name__}: {exc}") from exc
 
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` in the next group transaction; return once it is committed."""
+        executor = self._executor
+        if executor is None:
+            raise StateError("the bridge database is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._pending.append(_Write(fn, args, future, loop))
+            submit = not self._flush_queued
+            self._flush_queued = True
+        if submit:
+            # Queued behind whatever the thread has already been asked, ahead of what comes
+            # next: a read asked after this write sees it.
+            executor.submit(self._flush)
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            raise StateError(f"bridge database: {type(exc).__name__}: {exc}") from exc
+
+    def _flush(self) -> None:
+        """On the database thread: every waiting write in one transaction, one COMMIT."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._flush_queued = False
+        if not batch:
+            return
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if len(batch) == 1:  # alone: the transaction is its savepoint
+                    outcomes.append((True, batch[0].fn(db, *batch[0].args)))
+                else:
+                    for write in batch:
+                        db.execute("SAVEPOINT umbra_write")
+                        try:
+                            value = write.fn(db, *write.args)
+                        except Exception as exc:  # noqa: BLE001 -- that caller's error
+                            # Undo this write only; if SQLite already rolled the whole
+                            # transaction back, this raises and the group fails below.
+                            db.execute("ROLLBACK TO umbra_write")
+                            db.execute("RELEASE umbra_write")
+                            outcomes.append((False, exc))
+                        else:
+                            db.execute("RELEASE umbra_write")
+                            outcomes.append((True, value))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        except BaseException as exc:  # nothing of the group is durable: every caller fails
+            self._resolve([(write, False, exc) for write in batch])
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.commits += 1
+        self.writes += len(batch)
+        self._resolve([(w, ok, v) for w, (ok, v) in zip(batch, outcomes, strict=True)])
+
+    @staticmethod
+    def _resolve(results: list[tuple[_Write, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for write, ok, value in results:
+            by_loop.setdefault(write.loop, []).append((write.future, ok, value))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, outcomes)
+
     @property
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise StateError("the bridge database is not open")
         return self._db
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -279,23 +381,24 @@ class SqliteStore:
         return [BotRecord(*row) for row in rows]
 
     async def create_bot(self, bot: BotRecord, inbox_topic: str, since_ns: int) -> None:
-        await self._run(self._create_bot, bot, inbox_topic, since_ns)
+        await self._write(self._create_bot, bot, inbox_topic, since_ns)
 
-    def _create_bot(self, bot: BotRecord, inbox_topic: str, since_ns: int) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO bots (bot_id, name, private_key, token_hash, created_at_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (bot.bot_id, bot.name, bot.private_key, bot.token_hash, bot.created_at_ms),
-            )
-            self._advance(db, [inbox_topic], since_ns)
+    def _create_bot(
+        self, db: sqlite3.Connection, bot: BotRecord, inbox_topic: str, since_ns: int
+    ) -> None:
+        db.execute(
+            "INSERT INTO bots (bot_id, name, private_key, token_hash, created_at_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (bot.bot_id, bot.name, bot.private_key, bot.token_hash, bot.created_at_ms),
+        )
+        self._advance(db, [inbox_topic], since_ns)
 
     async def delete_bot(self, bot_id: str) -> bool:
-        return await self._run(self._delete_bot, bot_id)
+        return await self._write(self._delete_bot, bot_id)
 
-    def _delete_bot(self, bot_id: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM bots WHERE bot_id = ?", (bot_id,)).rowcount > 0
+    @staticmethod
+    def _delete_bot(db: sqlite3.Connection, bot_id: str) -> bool:
+        return db.execute("DELETE FROM bots WHERE bot_id = ?", (bot_id,)).rowcount > 0
 
     # ---- conversations ----
 
@@ -342,53 +445,53 @@ class SqliteStore:
         message_hash: bytes,
         received_at_ms: int,
     ) -> list[int]:
-        return await self._run(
+        return await self._write(
             self._record_received, conversation, events, message_hash, received_at_ms
         )
 
     def _record_received(
         self,
+        db: sqlite3.Connection,
         conversation: ConversationRecord,
         events: Sequence[NewEvent],
         message_hash: bytes,
         received_at_ms: int,
     ) -> list[int]:
-        with self._tx() as db:
-            row = db.execute(
-                "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
-                (len(events), conversation.bot_id),
-            ).fetchone()
-            if row is None:
-                return []  # the bot was deleted meanwhile
-            self._upsert(db, conversation)
-            first = row[0] - len(events) + 1
-            seqs = list(range(first, row[0] + 1))
-            db.executemany(
-                _INSERT_EVENT,
-                [
-                    (
-                        conversation.bot_id,
-                        seq,
-                        received_at_ms,
-                        event.kind,
-                        event.conversation_id,
-                        event.peer,
-                        event.message_hash,
-                        event.domain,
-                        event.tag,
-                        event.data,
-                        event.sent_at_ms,
-                        event.created_at_ms,
-                        event.reason,
-                    )
-                    for seq, event in zip(seqs, events, strict=True)
-                ],
-            )
-            db.execute(
-                "INSERT OR IGNORE INTO seen_hashes (hash, seen_at_ms) VALUES (?, ?)",
-                (message_hash, received_at_ms),
-            )
-            return seqs
+        row = db.execute(
+            "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
+            (len(events), conversation.bot_id),
+        ).fetchone()
+        if row is None:
+            return []  # the bot was deleted meanwhile
+        self._upsert(db, conversation)
+        first = row[0] - len(events) + 1
+        seqs = list(range(first, row[0] + 1))
+        db.executemany(
+            _INSERT_EVENT,
+            [
+                (
+                    conversation.bot_id,
+                    seq,
+                    received_at_ms,
+                    event.kind,
+                    event.conversation_id,
+                    event.peer,
+                    event.message_hash,
+                    event.domain,
+                    event.tag,
+                    event.data,
+                    event.sent_at_ms,
+                    event.created_at_ms,
+                    event.reason,
+                )
+                for seq, event in zip(seqs, events, strict=True)
+            ],
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO seen_hashes (hash, seen_at_ms) VALUES (?, ?)",
+            (message_hash, received_at_ms),
+        )
+        return seqs
 
     async def events(
         self, bot_id: str, after: int, limit: int, conversation_id: str | None = None
@@ -428,50 +531,55 @@ class SqliteStore:
     async def record_sealed(
         self, conversation: ConversationRecord, content_topic: str, payload: bytes, timestamp: int
     ) -> int:
-        return await self._run(self._record_sealed, conversation, content_topic, payload, timestamp)
+        return await self._write(
+            self._record_sealed, conversation, content_topic, payload, timestamp
+        )
 
     def _record_sealed(
-        self, conversation: ConversationRecord, content_topic: str, payload: bytes, timestamp: int
+        self,
+        db: sqlite3.Connection,
+        conversation: ConversationRecord,
+        content_topic: str,
+        payload: bytes,
+        timestamp: int,
     ) -> int:
-        with self._tx() as db:
-            self._upsert(db, conversation)
-            cursor = db.execute(
-                "INSERT INTO outbox (bot_id, conversation_id, content_topic, payload, timestamp, "
-                "created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    conversation.bot_id,
-                    conversation.conversation_id,
-                    content_topic,
-                    payload,
-                    timestamp,
-                    _now_ms(),
-                ),
-            )
-            outbox_id = cursor.lastrowid
-            assert outbox_id is not None
-            return outbox_id
+        self._upsert(db, conversation)
+        cursor = db.execute(
+            "INSERT INTO outbox (bot_id, conversation_id, content_topic, payload, timestamp, "
+            "created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                conversation.bot_id,
+                conversation.conversation_id,
+                content_topic,
+                payload,
+                timestamp,
+                _now_ms(),
+            ),
+        )
+        outbox_id = cursor.lastrowid
+        assert outbox_id is not None
+        return outbox_id
 
     async def mark_published(self, outbox_id: int, message_hash: bytes) -> None:
-        await self._run(self._mark_published, outbox_id, message_hash)
+        await self._write(self._mark_published, outbox_id, message_hash)
 
     async def mark_failed(self, outbox_id: int, reason: str) -> None:
-        await self._run(self._mark_failed, outbox_id, reason[:500])
+        await self._write(self._mark_failed, outbox_id, reason[:500])
 
-    def _mark_published(self, outbox_id: int, message_hash: bytes) -> None:
-        with self._tx() as db:  # the payload is not needed any more: keep the row small
-            db.execute(
-                "UPDATE outbox SET status = 'published', message_hash = ?, payload = x'', "
-                "done_at_ms = ? WHERE outbox_id = ? AND status = 'pending'",
-                (message_hash, _now_ms(), outbox_id),
-            )
+    def _mark_published(self, db: sqlite3.Connection, outbox_id: int, message_hash: bytes) -> None:
+        # the payload is not needed any more: keep the row small
+        db.execute(
+            "UPDATE outbox SET status = 'published', message_hash = ?, payload = x'', "
+            "done_at_ms = ? WHERE outbox_id = ? AND status = 'pending'",
+            (message_hash, _now_ms(), outbox_id),
+        )
 
-    def _mark_failed(self, outbox_id: int, reason: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'failed', error = ?, done_at_ms = ? "
-                "WHERE outbox_id = ? AND status = 'pending'",
-                (reason, _now_ms(), outbox_id),
-            )
+    def _mark_failed(self, db: sqlite3.Connection, outbox_id: int, reason: str) -> None:
+        db.execute(
+            "UPDATE outbox SET status = 'failed', error = ?, done_at_ms = ? "
+            "WHERE outbox_id = ? AND status = 'pending'",
+            (reason, _now_ms(), outbox_id),
+        )
 
     async def pending_outbox(self) -> list[OutboxRecord]:
         return await self._run(self._pending_outbox)
@@ -493,15 +601,16 @@ class SqliteStore:
         return {row[0]: int(row[1]) for row in rows}
 
     async def save_checkpoints(self, topics: Sequence[str], complete_until_ns: int) -> None:
-        await self._run(self._save_checkpoints, topics, complete_until_ns)
+        await self._write(self._save_checkpoints, topics, complete_until_ns)
 
-    def _save_checkpoints(self, topics: Sequence[str], complete_until_ns: int) -> None:
-        with self._tx() as db:
-            self._advance(db, topics, complete_until_ns)
-            db.execute(
-                "DELETE FROM seen_hashes WHERE rowid <= (SELECT MAX(rowid) FROM seen_hashes) - ?",
-                (self._keep_hashes,),
-            )
+    def _save_checkpoints(
+        self, db: sqlite3.Connection, topics: Sequence[str], complete_until_ns: int
+    ) -> None:
+        self._advance(db, topics, complete_until_ns)
+        db.execute(
+            "DELETE FROM seen_hashes WHERE rowid <= (SELECT MAX(rowid) FROM seen_hashes) - ?",
+            (self._keep_hashes,),
+        )
 
     @staticmethod
     def _advance(db: sqlite3.Connection, topics: Sequence[str], complete_until_ns: int) -> None:

@@ -7,7 +7,14 @@ same methods. The contract that makes a crash lose nothing acknowledged:
   (with the bot's next sequence numbers) and the Waku message hash in ONE transaction;
 - :meth:`Store.record_sealed` writes a conversation's new ratchet state and the outbox row (the
   exact payload and timestamp to publish) in ONE transaction;
-- every committed transaction is durable (SQLite: WAL with synchronous=FULL).
+- every committed transaction is durable (SQLite: WAL with synchronous=FULL);
+- a write returns only once it is durable, whether it had a transaction of its own or shared one
+  with other writes (SQLite: group commit, one SAVEPOINT per write).
+
+A store may declare ``ordered_writes = True`` (SqliteStore does): every write takes its place in
+the write order when called, before its first suspension, and the writes are applied in that
+order. The bridge's ledger then lets the client hand received messages over without waiting for
+each commit (see :class:`~umbra_waku.client.Ledger`).
 
 Event sequence numbers are per bot, start at 1 and only grow: they are the event stream's cursor.
 """
