@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from umbra_waku import crypto
 from umbra_waku.errors import IdentityError, InvalidAddress
+from umbra_waku.private_files import read_private_file
 
 KEY_FILE_VERSION = 1
 _HEX = frozenset("0123456789abcdef")
@@ -127,24 +127,7 @@ class Identity:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Identity:
         """Read a key file; refuses one that group or others may read or write."""
-        source = Path(path)
-        try:
-            fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            raise IdentityError(f"{source}: no such key file") from None
-        except OSError as exc:
-            raise IdentityError(f"cannot open {source}: {exc.strerror}") from None
-        with os.fdopen(fd) as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise IdentityError(f"{source} is not a regular file")
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise IdentityError(
-                    f"{source} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
-                    f"run: chmod 600 {source}"
-                )
-            text = handle.read(4096)
-        return cls.from_json(text)
+        return cls.from_json(read_private_file(Path(path), IdentityError, "key file"))
 
     @classmethod
     def load_or_create(cls, path: str | os.PathLike[str]) -> Identity:

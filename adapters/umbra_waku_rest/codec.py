@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +55,7 @@ def message_from_json(value: object, where: str) -> WakuMessage:
     content_topic = _pick(value, "contentTopic", "content_topic")
     if not isinstance(content_topic, str):
         raise NodeProtocolError(f"{where}: message without a string contentTopic")
+    _check_utf8(content_topic, where, "contentTopic")
     payload = _bytes_field(value, where, "payload")
     meta = _bytes_field(value, where, "meta")
     proof = _bytes_field(value, where, "proof", "rate_limit_proof", "rateLimitProof")
@@ -194,6 +196,7 @@ def parse_store_v3(value: object, pubsub_topic: str, where: str) -> StorePage:
         topic = _pick(item, "pubsubTopic", "pubsub_topic") or pubsub_topic
         if not isinstance(topic, str):
             raise NodeProtocolError(f"{where}: pubsubTopic must be a string")
+        _check_utf8(topic, where, "pubsubTopic")
         received.append(ReceivedMessage.of(message, topic, "store"))
     raw_cursor = _pick(value, "paginationCursor", "pagination_cursor")
     cursor: Cursor | None = None
@@ -258,7 +261,14 @@ def _is_int(value: object) -> bool:
 
 
 def _str_or(value: object, default: str) -> str:
-    return value if isinstance(value, str) and value else default
+    """``value`` if it is a non-empty string that UTF-8 can encode, else ``default``."""
+    if not isinstance(value, str) or not value:
+        return default
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return default
+    return value
 
 
 def _b64(text: str, where: str, name: str) -> bytes:
@@ -279,6 +289,18 @@ def _bytes_field(value: dict[str, object], where: str, *names: str) -> bytes:
     return _b64(raw, where, names[0])
 
 
+# ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _check_utf8(text: str, where: str, name: str) -> None:
+    """JSON may carry lone surrogates (\\udXXX) that no UTF-8 encoding (and no hash) accepts."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise NodeProtocolError(f"{where}: {name} is not valid Unicode") from None
+
+
 def _int_field(value: dict[str, object], where: str, name: str) -> int | None:
     raw = value.get(name)
     return None if raw is None else _int_value(raw, where, name)
@@ -286,7 +308,7 @@ def _int_field(value: dict[str, object], where: str, name: str) -> int | None:
 
 def _int_value(raw: object, where: str, name: str) -> int:
     """An int64, as a JSON number or (protobuf JSON, go-waku cursors) a decimal string."""
-    if isinstance(raw, str) and raw.lstrip("-").isdigit():
+    if isinstance(raw, str) and _DECIMAL.fullmatch(raw):
         raw = int(raw)
     if not _is_int(raw):
         raise NodeProtocolError(f"{where}: {name} must be an integer, got {_kind(raw)}")

@@ -31,7 +31,7 @@ from umbra_waku.bridge.openapi import openapi_document
 from umbra_waku.bridge.service import BotInfo, Bridge
 from umbra_waku.bridge.store import ConversationRecord, EventRecord, short_id
 from umbra_waku.client import Delivery, Sent
-from umbra_waku.errors import ConversationError, InvalidAddress, InvalidInput
+from umbra_waku.errors import ConversationError, InvalidAddress, InvalidInput, StateError
 from umbra_waku.frames import TEXT_DOMAIN, Content
 from umbra_waku.identity import parse_client_address
 
@@ -125,6 +125,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ApiError(exc.status, code, message, headers=headers).response()
     except asyncio.CancelledError:
         raise
+    except StateError as exc:
+        # the bridge's storage failed (disk full, I/O error): nothing was acknowledged, and
+        # the request can be retried once the operator has made room
+        log.error("%s %s: storage failed: %s", request.method, request.path, exc)
+        message = _one_line(f"the bridge cannot save its state: {exc}")
+        return ApiError(
+            503, "storage_unavailable", message, headers={"Retry-After": "5"}
+        ).response()
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return ApiError(500, "internal", "internal error").response()

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from umbra_waku.errors import StateError
+from umbra_waku.private_files import read_private_file
 
 log = logging.getLogger("umbra_waku.bridge")
 
@@ -54,13 +55,7 @@ def create_private_file(path: Path, content: str | None = None) -> bool:
 
 def read_secret_file(path: Path) -> str:
     """A token from a private file; refuses one that group or others may access."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise StateError(f"cannot open {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd) as handle:
-        refuse_shared(path, os.fstat(handle.fileno()).st_mode)
-        secret = handle.read(4096).strip()
+    secret = read_private_file(path, StateError, "token file").strip()
     if len(secret) < 16:
         raise StateError(f"{path} holds no usable token (at least 16 characters)")
     return secret
