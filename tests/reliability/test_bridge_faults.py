@@ -45,7 +45,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    """A peer streams 200 messages to a bot while the bot streams replies through the bridge;
+    """A peer streams 1,000 messages to a bot while the bot streams replies through the bridge;
     the bridge process is SIGKILLed twice at random moments and restarted on the same data
     directory. Every message the peer published reaches the bot once, every reply the bridge
     acknowledged (201/202) reaches the peer once, and the bot's event sequence has no gap."""
@@ -55,7 +55,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     port = process.port
     bot = await BotApi.create(http, process, "bob")
     rng = random.Random(int(os.environ.get("SEED", "20261126")))
-    incoming = [f"in-{i}" for i in range(200)]
+    incoming = [f"in-{i}" for i in range(1_000)]
     acknowledged: list[str] = []
     kills = 0
     async with Peer(pair.a) as peer:
@@ -65,7 +65,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         async def stream_in() -> None:
             for text in incoming:
                 await peer.send_all(conversation_id, [text])
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.005)
 
         async def stream_out() -> None:
             for i in range(10_000):
