@@ -21,8 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from umbra_waku_rest.client import Reply, detect_implementation
@@ -105,7 +107,9 @@ TARGETS = ("bob-fresh", "bob-in-conversation", "alice-in-conversation")
 
 def make_session(world: ClassifierWorld, target: str) -> tuple[Session, frozenset[bytes]]:
     if target == "bob-fresh":
-        return Session(world.bob), frozenset([world.invite])
+        # once it has read the invitation, a fresh bob can read alice's messages too: their
+        # first chain depends only on the invitation's keys, not on bob's own ratchet key
+        return Session(world.bob), frozenset([world.invite, *world.to_bob])
     if target == "bob-in-conversation":
         session = Session(world.bob)
         session.add_conversation(PrivateV1.from_state(world.bob_state))
@@ -369,3 +373,48 @@ def codec_seeds() -> list[tuple[str, Any]]:
         ("version", '"v0.10.1-gomodproxy"'),
         ("version", "v0.36.0"),
     ]
+
+
+# ---- what both atheris harnesses share ----
+
+
+def write_seeds(argv: Sequence[str], seeds: Iterable[bytes]) -> None:
+    """Fill the first corpus directory on the command line with ``seeds`` if it is empty."""
+    corpus = next((a for a in argv[1:] if not a.startswith("-")), None)
+    if corpus is None:
+        return
+    path = Path(corpus)
+    path.mkdir(parents=True, exist_ok=True)
+    if not any(path.iterdir()):
+        for i, seed in enumerate(seeds):
+            (path / f"seed-{i:02d}").write_bytes(seed)
+
+
+class Progress:
+    """A progress line every 100,000 inputs and at the last one (libFuzzer exits without
+    running Python's atexit handlers)."""
+
+    def __init__(self, known: Counter[str], argv: Sequence[str]) -> None:
+        self.known = known
+        self.inputs = 0
+        self.limit = next(
+            (int(a.split("=", 1)[1]) for a in argv if a.startswith("-atheris_runs=")), 0
+        )
+
+    def tick(self) -> None:
+        self.inputs += 1
+        n = self.inputs
+        if n % 100_000 == 0 or n == self.limit:
+            known = "; ".join(f"{c} x {KNOWN_FINDINGS[p]}" for p, c in self.known.items())
+            print(f"FUZZ-PROGRESS inputs={n} known_findings={known or 'none'}", flush=True)
+
+
+def fuzz(
+    argv: Sequence[str], test_one_input: Callable[[bytes], None], seeds: Iterable[bytes]
+) -> None:
+    """Seed the corpus, then hand over to atheris (imported here: only the harnesses need it)."""
+    import atheris
+
+    write_seeds(argv, seeds)
+    atheris.Setup(list(argv), test_one_input)
+    atheris.Fuzz()

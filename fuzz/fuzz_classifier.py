@@ -80,7 +80,7 @@ def seeds() -> list[bytes]:
 
 
 def TestOneInput(data: bytes) -> None:
-    report()
+    PROGRESS.tick()
     target, inputs = split(data)
     try:
         common.check_classification(WORLD, target, inputs)
@@ -91,35 +91,11 @@ def TestOneInput(data: bytes) -> None:
         KNOWN[pattern] += 1
 
 
-def write_seeds(argv: list[str]) -> None:
-    corpus = next((a for a in argv[1:] if not a.startswith("-")), None)
-    if corpus is None:
-        return
-    path = Path(corpus)
-    path.mkdir(parents=True, exist_ok=True)
-    if not any(path.iterdir()):
-        for i, seed in enumerate(seeds()):
-            (path / f"seed-{i:02d}").write_bytes(seed)
-
-
-RUNS = Counter[str]()
-LIMIT = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("-atheris_runs=")), 0)
-
-
-def report() -> None:
-    """A progress line every 100,000 inputs and at the last one (libFuzzer exits without running
-    Python's atexit handlers)."""
-    RUNS["inputs"] += 1
-    n = RUNS["inputs"]
-    if n % 100_000 == 0 or n == LIMIT:
-        known = "; ".join(f"{c} x {common.KNOWN_FINDINGS[p]}" for p, c in KNOWN.items()) or "none"
-        print(f"FUZZ-PROGRESS inputs={n} known_findings={known}", flush=True)
+PROGRESS = common.Progress(KNOWN, sys.argv)
 
 
 def main() -> None:
-    write_seeds(sys.argv)
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    common.fuzz(sys.argv, TestOneInput, seeds())
 
 
 if __name__ == "__main__":
