@@ -9,7 +9,6 @@ the RFC's test vectors and against ``cryptography``'s HKDF in the tests.
 from __future__ import annotations
 
 import hmac
-import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -125,7 +124,3 @@ def aead_open(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
         return ChaCha20Poly1305(key).decrypt(nonce, sealed, aad)
     except (InvalidTag, ValueError) as exc:
         raise CryptoFailure("authentication failed") from exc
-
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)

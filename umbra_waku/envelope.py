@@ -1,27 +1,20 @@
-"""The UmbraEnvelopeV1 codec (profile §1): the outermost payload of every umbra-waku message."""
+"""The UmbraEnvelopeV1 codec (profile §1): the outermost payload of every umbra-waku message.
+
+Classification (session.py) parses with :data:`parse_envelope` and, once a hint matched, requires
+:func:`is_canonical`; the conversation types seal with :func:`encode_envelope`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from google.protobuf.message import DecodeError
-
 from umbra_waku._proto import umbra_envelope_pb2 as pb
 
-__all__ = ["EncryptedBytes", "Envelope", "EnvelopeError", "decode_envelope", "encode_envelope"]
+__all__ = ["EncryptedBytes", "encode_envelope", "is_canonical", "parse_envelope"]
 
 EncryptedBytes = pb.EncryptedBytes
 
-
-class EnvelopeError(Exception):
-    """Bytes that are not a well-formed UmbraEnvelopeV1 (classification: BadlyFormed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    conversation_hint: str
-    salt: int
-    encrypted_bytes: pb.EncryptedBytes
+#: Parse bytes into an UmbraEnvelopeV1 (raises protobuf's DecodeError on bad bytes). The bound
+#: class method itself: this runs for every envelope a client sees.
+parse_envelope = pb.UmbraEnvelopeV1.FromString
 
 
 def encode_envelope(conversation_hint: str, salt: int, encrypted: pb.EncryptedBytes) -> bytes:
@@ -30,15 +23,12 @@ def encode_envelope(conversation_hint: str, salt: int, encrypted: pb.EncryptedBy
     return envelope.SerializeToString()
 
 
-def decode_envelope(data: bytes) -> pb.UmbraEnvelopeV1:
-    """Parse and check the required fields; raises EnvelopeError."""
-    envelope = pb.UmbraEnvelopeV1()
-    try:
-        envelope.ParseFromString(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise EnvelopeError(f"not an UmbraEnvelopeV1: {exc}") from None
-    if not envelope.conversation_hint:
-        raise EnvelopeError("conversation_hint is missing")
-    if not envelope.HasField("encrypted_bytes"):
-        raise EnvelopeError("encrypted_bytes is missing")
-    return envelope
+def is_canonical(envelope: pb.UmbraEnvelopeV1, data: bytes) -> bool:
+    """Whether ``data`` is the one encoding of ``envelope`` we would produce.
+
+    Protobuf parsing accepts re-encodings (unknown fields, repeated fields, overlong varints);
+    refusing them for our own envelopes means a relay cannot republish one of them under another
+    Waku message hash. Drops ``envelope``'s unknown fields.
+    """
+    envelope.DiscardUnknownFields()
+    return bool(envelope.SerializeToString(deterministic=True) == data)

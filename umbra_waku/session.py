@@ -33,6 +33,7 @@ from umbra_waku.conversations.private import (
     content_frame,
 )
 from umbra_waku.crypto import CryptoFailure
+from umbra_waku.envelope import is_canonical, parse_envelope
 from umbra_waku.errors import ConversationError, InvalidAddress, InvalidInput
 from umbra_waku.frames import (
     MAX_DOMAIN_LENGTH,
@@ -47,8 +48,6 @@ from umbra_waku.identity import Identity, parse_client_address
 from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("umbra_waku.session")
-
-_parse_envelope = umbra_envelope_pb2.UmbraEnvelopeV1.FromString
 
 MAX_HINT_WINDOW = 4096  # each window slot is one precomputed hint per conversation
 REPLAY_MEMORY = 4096  # hints of recently read envelopes, to recognise replays
@@ -183,13 +182,13 @@ class Session:
             if len(data) > MAX_MESSAGE_BYTES:
                 return BadlyFormed("envelope larger than a Waku message can be")
             try:
-                envelope = _parse_envelope(data)
+                envelope = parse_envelope(data)
             except (DecodeError, ValueError, RuntimeError):
                 return BadlyFormed("not an UmbraEnvelopeV1")
             conversation_hint = envelope.conversation_hint
             match = self._index.get(conversation_hint)
             if match is not None:
-                if not _is_canonical(envelope, data):
+                if not is_canonical(envelope, data):
                     return BadlyFormed("non-canonical envelope encoding", conversation_hint)
                 return self._read_private(match, envelope)
             salt = envelope.salt
@@ -206,7 +205,7 @@ class Session:
             if (content_topic is None or content_topic == inbox.content_topic) and inbox.matches(
                 conversation_hint, salt
             ):
-                if not _is_canonical(envelope, data):
+                if not is_canonical(envelope, data):
                     return BadlyFormed("non-canonical envelope encoding", conversation_hint, salt)
                 return self._read_inbox(envelope)
             return NotForMe(conversation_hint, salt)
@@ -248,17 +247,6 @@ class Session:
         self._recent[conversation_hint] = conversation_id
         if len(self._recent) > REPLAY_MEMORY:
             self._recent.popitem(last=False)
-
-
-def _is_canonical(envelope: umbra_envelope_pb2.UmbraEnvelopeV1, data: bytes) -> bool:
-    """Whether ``data`` is the one encoding of ``envelope`` we would produce.
-
-    Protobuf parsing accepts re-encodings (unknown fields, repeated fields, overlong varints);
-    refusing them for our own envelopes means a relay cannot republish one of them under another
-    Waku message hash. Checked only after a hint matched, so the NotForMe path pays nothing.
-    """
-    envelope.DiscardUnknownFields()
-    return bool(envelope.SerializeToString(deterministic=True) == data)
 
 
 def _check_content(content: Content) -> None:
