@@ -12,9 +12,14 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- build: wheels of umbra-waku and of its dependencies -------------------------------------
 FROM ${PYTHON_IMAGE} AS build
+# a C compiler for the native hint index (umbra_waku/_speedups.c); the runtime image needs none
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels . \
+ && python -c "import sys, zipfile, glob; names = zipfile.ZipFile(glob.glob('/wheels/umbra_waku-*.whl')[0]).namelist(); sys.exit(not any('_speedups' in n and n.endswith('.so') for n in names))"
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -10,6 +10,10 @@ Oracles, i.e. what counts as a crash:
   NotForMe; returns BadlyFormed("internal error: ..."), which means an exception was swallowed;
   returns Readable for bytes that are not one of the envelopes really sealed for that session
   (a forgery or a re-encoding got through); or delivers one envelope twice.
+- fast path (differential, :func:`check_fast_path`, run on every classifier input): the native
+  envelope scanner and its pure-Python twin disagree; the scanner accepts bytes that protobuf's
+  parser refuses or reads differently; or the native NotForMe answer differs from the full
+  classification path's answer.
 - codec: a function turning node JSON into messages, pages or cursors raises anything but the
   documented error (NodeProtocolError for node answers, InvalidInput for cursors and hashes), or
   returns a value that breaks what callers rely on (bytes fields, int64 timestamps, a hash that
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from umbra_waku_rest.client import Reply, detect_implementation
 from umbra_waku_rest.codec import (
     LegacyCursor,
@@ -39,7 +44,8 @@ from umbra_waku_rest.codec import (
     parse_store_v3,
 )
 
-from umbra_waku import Content, Identity, Session
+from umbra_waku import Content, Identity, Session, _speedups_py, hints
+from umbra_waku._proto.umbra_envelope_pb2 import UmbraEnvelopeV1
 from umbra_waku.conversations.inbox import seal_to_inbox
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1, content_frame
 from umbra_waku.errors import InvalidInput, NodeProtocolError
@@ -153,6 +159,31 @@ def known_finding(failure: OracleFailure) -> str | None:
     return next((pattern for pattern in KNOWN_FINDINGS if pattern in text), None)
 
 
+def check_fast_path(session: Session, data: bytes, topic: str | None) -> None:
+    """The differential oracle of the NotForMe fast path, on ``session`` as it is now (nothing
+    is changed: a NotForMe classification leaves the state alone)."""
+    scanned = hints.impl.scan_envelope(data)
+    twin = _speedups_py.scan_envelope(data)
+    if scanned != twin:
+        raise OracleFailure(f"scanners disagree: native {scanned!r}, Python {twin!r}: {data!r}")
+    if scanned is not None:
+        try:
+            envelope = UmbraEnvelopeV1.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise OracleFailure(f"scanner accepts what protobuf refuses ({exc}): {data!r}") from exc
+        parsed = (envelope.conversation_hint, envelope.salt)
+        if parsed != scanned or not envelope.HasField("encrypted_bytes"):
+            raise OracleFailure(f"scanner reads {scanned!r}, protobuf {parsed!r}: {data!r}")
+    fast_path: Any = session.classify  # a hints.FastPath
+    fast = fast_path.notforme(data, topic)
+    if fast is not None:
+        if fast.__class__ is not NotForMe:
+            raise OracleFailure(f"fast path returned {fast!r}")
+        full = session._classify(data, topic)
+        if full != fast:
+            raise OracleFailure(f"fast path says {fast!r}, the full path {full!r}: {data!r}")
+
+
 def check_classification(
     world: ClassifierWorld,
     target: str,
@@ -164,6 +195,7 @@ def check_classification(
     readable: set[bytes] = set()
     kinds = []
     for data, topic in inputs:
+        check_fast_path(session, data, topic)
         try:
             result = session.classify(data, topic)
         except BaseException as exc:  # the contract: classify never raises

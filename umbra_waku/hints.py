@@ -5,20 +5,56 @@
 - ``private_hint(hint_key, counter)``: the unlinkable hints of conversations with a shared secret
   (PrivateV1): hex keyed BLAKE2s-256 of the sender's per-direction message counter. Without the key
   the hints of one conversation look like independent random strings; with it the receiver
-  precomputes the next few, so matching is one dict lookup whatever the number of conversations.
+  precomputes the next few, so matching is one table lookup whatever the number of conversations.
+- :class:`HintIndex`: fingerprint -> owners, a compact multiset kept by the native extension
+  (``umbra_waku/_speedups.c``). A hint's *fingerprint* is its first 16 hex digits as an integer
+  (the first 8 bytes of its digest, :func:`private_fingerprints`); the hints are PRF outputs, so
+  fingerprints are uniform. A fingerprint hit is a candidate only: its owner checks the whole hint
+  before anything else happens.
+- :class:`FastPath`: the native NotForMe answer of ``Session.classify``.
+
+``impl`` is the module providing them: the extension, or its pure-Python twin
+``umbra_waku._speedups_py`` when the extension is not built or ``UMBRA_WAKU_PURE_PYTHON=1`` is set
+(to test the twin; ``NATIVE`` tells which).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
+
+try:
+    from umbra_waku import _speedups as impl
+except ImportError:  # pragma: no cover - installed without a C compiler; CI requires the extension
+    from umbra_waku import _speedups_py as impl  # type: ignore[no-redef]
+if os.environ.get("UMBRA_WAKU_PURE_PYTHON") == "1":  # pragma: no cover - a test switch
+    from umbra_waku import _speedups_py as impl  # type: ignore[no-redef]
+
+__all__ = [
+    "HINT_LENGTH",
+    "NATIVE",
+    "FastPath",
+    "HintIndex",
+    "ParkingLot",
+    "fingerprint",
+    "hint",
+    "impl",
+    "private_fingerprints",
+    "private_hint",
+]
+
+NATIVE: bool = impl.NATIVE
+HintIndex = impl.HintIndex
+FastPath = impl.FastPath
+#: the fingerprint of a hint (an int), or None when it is not 64 lowercase hex digits, i.e. when
+#: it can never be one of ours
+fingerprint = impl.fingerprint
 
 HINT_LENGTH = 64  # hex characters of a 32-byte digest
 
 _SALT = struct.Struct(">I")
-_COUNTER = struct.Struct(">Q")
 
 T = TypeVar("T")
 
@@ -27,8 +63,14 @@ def hint(conversation_id: str, salt: int) -> str:
     return hashlib.blake2s(_SALT.pack(salt) + conversation_id.encode()).hexdigest()
 
 
-def private_hint(hint_key: bytes, counter: int) -> str:
-    return hashlib.blake2s(_COUNTER.pack(counter), key=hint_key).hexdigest()
+#: ``private_hint(hint_key, counter) -> str``: hex keyed BLAKE2s-256 of u64(counter); the key is
+#: 32 bytes (native: the same function as hashlib's, without its call overhead)
+private_hint = impl.private_hint
+
+#: ``private_fingerprints(hint_key, first, count) -> bytes``: the fingerprints of the hints of
+#: counters ``first`` .. ``first + count - 1``, packed: 8 bytes each, big-endian (the first 8 bytes
+#: of each digest), as HintIndex.add_packed takes them
+private_fingerprints = impl.private_fingerprints
 
 
 class ParkingLot(Generic[T]):
@@ -38,28 +80,33 @@ class ParkingLot(Generic[T]):
     messages arrive out of order by more than that (a store backfill delivering older messages
     after newer live ones), the newer ones match nothing at first. Parked here (bounded, oldest
     evicted first), they are released the moment a :class:`HintIndex` using this lot starts
-    expecting their hint, and the caller classifies them again.
+    expecting their hint's fingerprint, and the caller classifies them again (a fingerprint
+    collision merely classifies one envelope once more). A hint that is not 64 lowercase hex
+    digits can never be expected: it is not parked.
     """
 
     __slots__ = ("_capacity", "_parked", "_ready")
 
     def __init__(self, capacity: int = 1024) -> None:
         self._capacity = capacity
-        self._parked: dict[str, T] = {}
+        self._parked: dict[int, T] = {}  # fingerprint -> item
         self._ready: list[T] = []
 
     def __len__(self) -> int:
         return len(self._parked)
 
     def park(self, hint_value: str, item: T) -> None:
+        fp = fingerprint(hint_value)
+        if fp is None:
+            return
         parked = self._parked
-        parked[hint_value] = item
+        parked[fp] = item
         if len(parked) > self._capacity:
             del parked[next(iter(parked))]
 
-    def notice(self, hint_value: str) -> None:
-        """A conversation now expects ``hint_value``: release what was parked under it."""
-        item = self._parked.pop(hint_value, None)
+    def notice(self, fp: int) -> None:
+        """A conversation now expects a hint of fingerprint ``fp``: release what was parked."""
+        item = self._parked.pop(fp, None)
         if item is not None:
             self._ready.append(item)
 
@@ -67,30 +114,3 @@ class ParkingLot(Generic[T]):
         """The released items, to classify again (each is returned once)."""
         ready, self._ready = self._ready, []
         return ready
-
-
-class HintIndex(Generic[T]):
-    """hint -> owner (a conversation) for every hint some conversation expects next.
-
-    Owners add the hints they expect and remove the ones they consumed or gave up on; lookups are
-    a single dict access, independent of how many conversations are registered.
-    """
-
-    __slots__ = ("_entries", "get", "parking")
-
-    def __init__(self, parking: ParkingLot[Any] | None = None) -> None:
-        self._entries: dict[str, T] = {}
-        self.parking = parking
-        # the lookup is the bound dict.get itself: one call on the hottest path
-        self.get: Callable[[str], T | None] = self._entries.get
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, hint_value: str, owner: T) -> None:
-        self._entries[hint_value] = owner
-        if self.parking is not None:
-            self.parking.notice(hint_value)
-
-    def remove(self, hint_value: str) -> None:
-        self._entries.pop(hint_value, None)

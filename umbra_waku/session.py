@@ -16,12 +16,13 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
+from umbra_waku import hints
 from umbra_waku._proto import umbra_envelope_pb2
 from umbra_waku.conversations.base import FrameError
 from umbra_waku.conversations.inbox import INBOX_V1, InboxV1, seal_to_inbox
@@ -43,7 +44,7 @@ from umbra_waku.frames import (
     NotForMe,
     Readable,
 )
-from umbra_waku.hints import HINT_LENGTH, HintIndex, ParkingLot
+from umbra_waku.hints import HINT_LENGTH, HintIndex, ParkingLot, fingerprint
 from umbra_waku.identity import Identity, parse_client_address
 from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 
@@ -66,8 +67,25 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Classifier(Protocol):
+    """The type of :attr:`Session.classify`."""
+
+    def __call__(self, data: bytes, content_topic: str | None = None) -> Classification: ...
+
+
 class Session:
     """The protocol state of one identity (see the module docstring)."""
+
+    #: ``classify(data, content_topic=None) -> Classification``: classify one received payload;
+    #: Readable results have been applied to the state. ``content_topic``, when given, lets
+    #: envelopes from topics other than our inbox skip the inbox check. Never raises.
+    #:
+    #: Most envelopes a client sees are not for it, so this is a native callable
+    #: (:class:`~umbra_waku.hints.FastPath`) that answers NotForMe itself when it is certain
+    #: (a well-formed envelope of the usual shape on a topic that is not our inbox, whose hint
+    #: fingerprint nothing expects and the replay memory does not hold) and otherwise returns
+    #: :meth:`_classify`'s answer, the full classification of profile section 7.
+    classify: Classifier
 
     def __init__(
         self,
@@ -82,10 +100,21 @@ class Session:
         self.identity = identity
         self.inbox = InboxV1(identity)
         self.conversations: dict[str, PrivateV1] = {}
-        self._index: HintIndex[PrivateV1] = HintIndex(parking)
+        impl = hints.impl  # the extension, or its pure-Python twin (tests swap it)
+        self._index: HintIndex[PrivateV1] = impl.HintIndex(parking)
         self._recent: OrderedDict[str, str] = OrderedDict()  # hint -> conversation_id
+        # the replay memory's fingerprints, for the fast path: fingerprint -> conversation_id
+        self._recent_index: HintIndex[str] = impl.HintIndex()
         self._hint_window = hint_window
         self._clock_ms = clock_ms
+        self.classify = impl.FastPath(
+            self._index,
+            self._recent_index,
+            self.inbox.content_topic,
+            NotForMe,
+            MAX_MESSAGE_BYTES,
+            self._classify,
+        )
 
     # ---- topics and conversations ----
 
@@ -172,12 +201,34 @@ class Session:
 
     # ---- receiving ----
 
-    def classify(self, data: bytes, content_topic: str | None = None) -> Classification:
-        """Classify one received payload; Readable results have been applied to the state.
+    def classify_many(
+        self, payloads: Sequence[bytes], content_topic: str | None = None
+    ) -> list[Classification]:
+        """Classify a batch of received payloads, all from ``content_topic`` (None: unknown).
 
-        ``content_topic``, when given, lets envelopes from topics other than our inbox skip the
-        inbox check. Never raises. Written for speed: most envelopes a client sees are not for it.
+        The results are exactly those of calling :attr:`classify` on each payload in order: each
+        envelope is classified after the state changes of the ones before it (a Readable
+        envelope moves its conversation's window for the next, a second copy of it later in the
+        batch is a replay). What a batch adds is speed with many conversations: natively, while
+        an envelope is classified, the hint index's memory for the envelopes a few places ahead
+        is already being fetched (``FastPath.many``), so that their cache misses overlap instead
+        of costing one memory access each (docs/performance.md, section 1). A receive loop that
+        gets envelopes in batches (a REST poll, a drained queue) should use this.
+
+        Never raises for any payload (as :attr:`classify`); TypeError when ``payloads`` is not a
+        sequence of payloads (one ``bytes`` object, say).
         """
+        classify = self.classify
+        many = getattr(classify, "many", None)
+        if many is not None:
+            return many(payloads, content_topic)  # type: ignore[no-any-return]
+        # classify was replaced (an observer wrapping it, as the demo does): one at a time
+        if isinstance(payloads, bytes | bytearray | memoryview | str):
+            raise TypeError("classify_many() takes a sequence of payloads, not one payload")
+        return [classify(data, content_topic) for data in tuple(payloads)]
+
+    def _classify(self, data: bytes, content_topic: str | None = None) -> Classification:
+        """The full classification (profile section 7) that :attr:`classify` falls back on."""
         try:
             if len(data) > MAX_MESSAGE_BYTES:
                 return BadlyFormed("envelope larger than a Waku message can be")
@@ -186,11 +237,11 @@ class Session:
             except (DecodeError, ValueError, RuntimeError):
                 return BadlyFormed("not an UmbraEnvelopeV1")
             conversation_hint = envelope.conversation_hint
-            match = self._index.get(conversation_hint)
+            match = self._match(conversation_hint)
             if match is not None:
                 if not is_canonical(envelope, data):
                     return BadlyFormed("non-canonical envelope encoding", conversation_hint)
-                return self._read_private(match, envelope)
+                return self._read_private(*match, envelope)
             salt = envelope.salt
             if len(conversation_hint) != HINT_LENGTH:
                 return BadlyFormed(
@@ -213,13 +264,25 @@ class Session:
             log.exception("classification failed unexpectedly")
             return BadlyFormed(f"internal error: {type(exc).__name__}")
 
+    def _match(self, conversation_hint: str) -> tuple[PrivateV1, int] | None:
+        """The conversation expecting ``conversation_hint``, and the counter it expects it for.
+        The index answers by fingerprint; each candidate checks the whole hint."""
+        fp = fingerprint(conversation_hint)
+        if fp is None:
+            return None
+        for candidate in self._index.owners(fp):
+            counter = candidate.counter_of(conversation_hint, fp)
+            if counter is not None:
+                return candidate, counter
+        return None
+
     def _read_private(
-        self, conversation: PrivateV1, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
+        self, conversation: PrivateV1, counter: int, envelope: umbra_envelope_pb2.UmbraEnvelopeV1
     ) -> Classification:
         conversation_hint, salt = envelope.conversation_hint, envelope.salt
         cid = conversation.conversation_id
         try:
-            frame = conversation.open(conversation_hint, salt, envelope.encrypted_bytes)
+            frame = conversation.open(conversation_hint, salt, envelope.encrypted_bytes, counter)
         except (CryptoFailure, FrameError) as exc:
             return BadlyFormed(str(exc), conversation_hint, salt, cid)
         self._remember(conversation_hint, cid)
@@ -244,9 +307,18 @@ class Session:
         return Readable(inbox_id, INBOX_V1.name, invitation, None, conversation_hint, salt)
 
     def _remember(self, conversation_hint: str, conversation_id: str) -> None:
-        self._recent[conversation_hint] = conversation_id
-        if len(self._recent) > REPLAY_MEMORY:
-            self._recent.popitem(last=False)
+        recent = self._recent
+        if conversation_hint in recent:  # pragma: no cover - a read hint is a replay from now on
+            return
+        fp = fingerprint(conversation_hint)
+        recent[conversation_hint] = conversation_id
+        if fp is not None:
+            self._recent_index.add(fp, conversation_id)
+        if len(recent) > REPLAY_MEMORY:
+            old_hint, old_id = recent.popitem(last=False)
+            old_fp = fingerprint(old_hint)
+            if old_fp is not None:
+                self._recent_index.remove(old_fp, old_id)
 
 
 def _check_content(content: Content) -> None:

@@ -34,6 +34,10 @@ def test_classification() -> None:
         "classify_notforme_vs_floor",
         "hints_10_vs_1",
         "hints_100_vs_1",
+        "classify_notforme_batch_per_s",
+        "classify_notforme_batch_vs_parse",
+        "hints_batch_10_vs_1",
+        "hints_batch_100_vs_1",
         "classify_readable_private_per_s",
         "classify_readable_inbox_per_s",
     )

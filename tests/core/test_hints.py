@@ -9,7 +9,14 @@ from umbra_waku import Content, Identity, Session
 from umbra_waku.conversations.inbox import seal_to_inbox
 from umbra_waku.conversations.private import PrivateV1
 from umbra_waku.frames import NotForMe, Readable
-from umbra_waku.hints import HINT_LENGTH, HintIndex, ParkingLot, hint, private_hint
+from umbra_waku.hints import (
+    HINT_LENGTH,
+    HintIndex,
+    ParkingLot,
+    fingerprint,
+    hint,
+    private_hint,
+)
 
 from . import wire
 from .helpers import make_pair, text_of
@@ -102,13 +109,19 @@ def test_one_thousand_envelopes_one_direction() -> None:
 
 
 def test_hint_index() -> None:
+    """The basic contract; tests/core/test_speedups.py tests the table itself."""
     index: HintIndex[str] = HintIndex()
-    index.add("h1", "owner")
-    assert index.get("h1") == "owner"
+    h1 = private_hint(bytes(32), 1)
+    fp = fingerprint(h1)
+    assert fp is not None
+    assert fp == int(h1[:16], 16)
+    index.add(fp, "owner")
+    assert index.owners(fp) == ("owner",)
+    assert fp in index
     assert len(index) == 1
-    index.remove("h1")
-    index.remove("h1")  # removing twice is harmless
-    assert index.get("h1") is None
+    assert index.remove(fp, "owner")
+    assert not index.remove(fp, "owner")  # removing twice is harmless
+    assert index.owners(fp) == ()
     assert len(index) == 0
 
 
@@ -132,15 +145,19 @@ def test_matching_is_independent_of_conversation_count() -> None:
 def test_parking_lot_releases_when_a_hint_becomes_expected() -> None:
     lot: ParkingLot[str] = ParkingLot(capacity=2)
     index: HintIndex[str] = HintIndex(lot)
-    lot.park("h1", "first")
-    lot.park("h2", "second")
-    lot.park("h3", "third")  # over capacity: the oldest ("h1") is evicted
+    h1, h2, h3 = (private_hint(bytes(32), n) for n in range(3))
+    lot.park(h1, "first")
+    lot.park(h2, "second")
+    lot.park(h3, "third")  # over capacity: the oldest (h1) is evicted
     assert len(lot) == 2
-    index.add("h1", "owner")
+    index.add(int(h1[:16], 16), "owner")
     assert lot.take_ready() == []
-    index.add("h3", "owner")
+    index.add_packed(bytes.fromhex(h3[:16]), "owner")
     assert lot.take_ready() == ["third"]
     assert lot.take_ready() == []
+    assert len(lot) == 1
+    lot.park("h" * 64, "never expected")  # not a hint of ours: nothing to wait for
+    lot.park(h2.upper(), "never expected")
     assert len(lot) == 1
 
 

@@ -41,7 +41,7 @@ from umbra_waku.crypto import CryptoFailure
 from umbra_waku.envelope import encode_envelope
 from umbra_waku.errors import ConversationError, StateError
 from umbra_waku.frames import Closed, Content, Frame, Invitation
-from umbra_waku.hints import HintIndex, private_hint
+from umbra_waku.hints import HintIndex, fingerprint, private_fingerprints, private_hint
 
 PRIVATE_TOPIC = "/umbra/1/private/proto"
 
@@ -66,6 +66,7 @@ STATE_VERSION = 1
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _KEYS = ("send_hint_key", "recv_hint_key", "send_header_key", "recv_header_key")
+_FP = 8  # bytes of one packed hint fingerprint
 
 
 def conversation_id_for(initiator: bytes, recipient: bytes, ephemeral: bytes) -> str:
@@ -172,10 +173,14 @@ class PrivateV1:
     kind = PRIVATE_V1
     content_topic = PRIVATE_TOPIC
 
+    # An idle conversation should cost as little memory as possible (there may be 100,000 of them
+    # in one process): the six keys fixed for its life share one bytes object, the look-ahead
+    # window is packed fingerprints, and `skipped` / `missing` exist only while non-empty.
     __slots__ = (
         "_header_aead_recv",
         "_header_aead_send",
         "_index",
+        "_keys",
         "_window",
         "ckr",
         "cks",
@@ -186,37 +191,27 @@ class PrivateV1:
         "dhs_priv",
         "dhs_pub",
         "initiator",
-        "local_static",
         "missing",
         "nr",
         "ns",
         "pn",
-        "recv_header_key",
-        "recv_hint_key",
         "recv_next",
-        "remote_static",
         "root_key",
         "send_counter",
-        "send_header_key",
-        "send_hint_key",
         "skipped",
         "window",
     )
 
     conversation_id: str
     initiator: bool
-    local_static: bytes
-    remote_static: bytes
     created_at_ms: int
     root_key: bytes
     dhs_priv: bytes
     dhs_pub: bytes
     dhr: bytes
-    send_hint_key: bytes
-    recv_hint_key: bytes
-    send_header_key: bytes
-    recv_header_key: bytes
-    # made on first use: an idle conversation should cost as little memory as possible
+    # local_static || remote_static || send_hint || recv_hint || send_header || recv_header
+    _keys: bytes
+    # made on first use
     _header_aead_send: ChaCha20Poly1305 | None
     _header_aead_recv: ChaCha20Poly1305 | None
 
@@ -224,12 +219,13 @@ class PrivateV1:
         self._index: HintIndex[PrivateV1] | None = None
         self.window = DEFAULT_WINDOW
         self.closed = False
-        # plain dicts keep insertion order, and cost less than OrderedDicts per idle conversation
-        self.skipped: dict[tuple[bytes, int], bytes] = {}
-        # counter -> hint of envelopes skipped over and still expected (late or lost)
-        self.missing: dict[int, str] = {}
-        # hints of the counters recv_next, recv_next + 1, ... (the look-ahead window)
-        self._window: list[str] = []
+        # plain dicts keep insertion order, and cost less than OrderedDicts
+        self.skipped: dict[tuple[bytes, int], bytes] | None = None
+        # counter -> fingerprint of envelopes skipped over and still expected (late or lost)
+        self.missing: dict[int, int] | None = None
+        # fingerprints of the hints of counters recv_next, recv_next + 1, ... (the look-ahead
+        # window), packed: 8 bytes each (hints.private_fingerprints)
+        self._window = b""
         self._header_aead_send = self._header_aead_recv = None
         self.ns = self.nr = self.pn = 0
         self.send_counter = self.recv_next = 0
@@ -346,15 +342,39 @@ class PrivateV1:
     ) -> None:
         self.conversation_id = agreement.conversation_id
         self.initiator = initiator
-        self.local_static = local_static
-        self.remote_static = remote_static
         self.created_at_ms = created
+        a = agreement
         if initiator:
-            self.send_hint_key, self.recv_hint_key = agreement.hint_i2r, agreement.hint_r2i
-            self.send_header_key, self.recv_header_key = agreement.header_i2r, agreement.header_r2i
+            keys = (a.hint_i2r, a.hint_r2i, a.header_i2r, a.header_r2i)
         else:
-            self.send_hint_key, self.recv_hint_key = agreement.hint_r2i, agreement.hint_i2r
-            self.send_header_key, self.recv_header_key = agreement.header_r2i, agreement.header_i2r
+            keys = (a.hint_r2i, a.hint_i2r, a.header_r2i, a.header_i2r)
+        self._keys = b"".join((local_static, remote_static, *keys))
+
+    # the keys fixed for the conversation's life, 32 bytes each, slices of one bytes object
+
+    @property
+    def local_static(self) -> bytes:
+        return self._keys[0:32]
+
+    @property
+    def remote_static(self) -> bytes:
+        return self._keys[32:64]
+
+    @property
+    def send_hint_key(self) -> bytes:
+        return self._keys[64:96]
+
+    @property
+    def recv_hint_key(self) -> bytes:
+        return self._keys[96:128]
+
+    @property
+    def send_header_key(self) -> bytes:
+        return self._keys[128:160]
+
+    @property
+    def recv_header_key(self) -> bytes:
+        return self._keys[160:192]
 
     def _send_aead(self) -> ChaCha20Poly1305:
         aead = self._header_aead_send
@@ -370,70 +390,92 @@ class PrivateV1:
 
     @property
     def peer_address(self) -> str:
-        return self.remote_static.hex()
+        return self._keys[32:64].hex()  # remote_static
 
     # ---- hint window ----
 
-    # The index maps each expected hint to its conversation only; the conversation finds the
-    # counter itself (a short list scan), which keeps an idle conversation small in memory.
+    # The index maps the fingerprint of each expected hint to its conversation only; the
+    # conversation finds the counter itself (a scan of its packed window) and checks the whole
+    # hint, which keeps an idle conversation small in memory.
 
     def expected_counters(self) -> list[int]:
-        return [*self.missing, *range(self.recv_next, self.recv_next + self.window)]
+        return [*(self.missing or ()), *range(self.recv_next, self.recv_next + self.window)]
 
     def attach(self, index: HintIndex[PrivateV1]) -> None:
         """Register the hints this conversation expects in ``index``."""
         self._index = index
         hint_key = self.recv_hint_key
-        for counter in self.missing:
-            self.missing[counter] = private_hint(hint_key, counter)
-        self._window = [
-            private_hint(hint_key, c) for c in range(self.recv_next, self.recv_next + self.window)
-        ]
-        for expected in (*self.missing.values(), *self._window):
-            index.add(expected, self)
+        missing = self.missing
+        if missing:
+            for counter in missing:
+                fp = private_fingerprints(hint_key, counter, 1)
+                missing[counter] = int.from_bytes(fp, "big")
+                index.add_packed(fp, self)
+        self._window = private_fingerprints(hint_key, self.recv_next, self.window)
+        index.add_packed(self._window, self)
 
     def detach(self) -> None:
         index, self._index = self._index, None
         if index is not None:
-            for expected in (*self.missing.values(), *self._window):
-                index.remove(expected)
+            for fp in (self.missing or {}).values():
+                index.remove(fp, self)
+            index.remove_packed(self._window, self)
 
-    def counter_of(self, conversation_hint: str) -> int | None:
-        """The counter of an expected hint, or None."""
-        try:
-            return self.recv_next + self._window.index(conversation_hint)
-        except ValueError:
-            pass
-        for counter, expected in self.missing.items():
-            if expected == conversation_hint:
+    def counter_of(self, conversation_hint: str, fp: int | None = None) -> int | None:
+        """The counter of an expected hint, or None. A fingerprint match is checked against the
+        whole hint (one keyed BLAKE2s). ``fp``: the hint's fingerprint, when already known."""
+        if fp is None:
+            fp = fingerprint(conversation_hint)
+            if fp is None:
+                return None
+        hint_key = self._keys[96:128]  # recv_hint_key, without the property's cost
+        window, packed = self._window, fp.to_bytes(_FP, "big")
+        position = window.find(packed)
+        while position >= 0:
+            if position % _FP == 0:
+                counter = self.recv_next + position // _FP
+                if private_hint(hint_key, counter) == conversation_hint:
+                    return counter
+            position = window.find(packed, position + 1)
+        for counter, expected in (self.missing or {}).items():
+            if expected == fp and private_hint(hint_key, counter) == conversation_hint:
                 return counter
         return None
 
-    def _consume_counter(self, counter: int, consumed_hint: str) -> None:
-        """Move the window past ``counter`` (whose hint was ``consumed_hint``) after it was read."""
+    def _consume_counter(self, counter: int) -> None:
+        """Move the window past ``counter`` after it was read."""
         index = self._index
-        if counter in self.missing:
-            del self.missing[counter]
+        missing = self.missing
+        if missing is not None and counter in missing:
+            consumed = missing.pop(counter).to_bytes(_FP, "big")
+            if not missing:
+                self.missing = None
         else:
-            position = counter - self.recv_next
+            start = (counter - self.recv_next) * _FP
             window = self._window
-            for offset in range(position):
-                self.missing[self.recv_next + offset] = window[offset]
-            del window[: position + 1]
+            consumed = window[start : start + _FP]
+            if start:
+                if missing is None:
+                    missing = self.missing = {}
+                for offset in range(0, start, _FP):
+                    skipped_fp = int.from_bytes(window[offset : offset + _FP], "big")
+                    missing[self.recv_next + offset // _FP] = skipped_fp
+            window = window[start + _FP :]
             self.recv_next = counter + 1
-            hint_key = self.recv_hint_key
-            for new in range(self.recv_next + len(window), self.recv_next + self.window):
-                expected = private_hint(hint_key, new)
-                window.append(expected)
+            first_new = self.recv_next + len(window) // _FP
+            new = private_fingerprints(
+                self._keys[96:128], first_new, max(0, self.recv_next + self.window - first_new)
+            )
+            self._window = window + new
+            if index is not None:
+                index.add_packed(new, self)
+            while missing is not None and len(missing) > MAX_SKIP:
+                dropped = next(iter(missing))
+                dropped_fp = missing.pop(dropped)
                 if index is not None:
-                    index.add(expected, self)
-            while len(self.missing) > MAX_SKIP:
-                dropped = next(iter(self.missing))
-                dropped_hint = self.missing.pop(dropped)
-                if index is not None:
-                    index.remove(dropped_hint)
+                    index.remove(dropped_fp, self)
         if index is not None:
-            index.remove(consumed_hint)
+            index.remove_packed(consumed, self)
 
     # ---- sending ----
 
@@ -464,10 +506,13 @@ class PrivateV1:
         conversation_hint: str,
         salt: int,
         encrypted: umbra_envelope_pb2.EncryptedBytes,
+        counter: int | None = None,
     ) -> Frame:
-        """Decrypt an envelope whose hint this conversation expects; raises CryptoFailure or
-        FrameError and then leaves the state untouched."""
-        counter = self.counter_of(conversation_hint)
+        """Decrypt an envelope whose hint this conversation expects (``counter``, when the caller
+        already found it with :meth:`counter_of`); raises CryptoFailure or FrameError and then
+        leaves the state untouched."""
+        if counter is None:
+            counter = self.counter_of(conversation_hint)
         if counter is None:
             raise FrameError("hint not expected by this conversation")
         if encrypted.WhichOneof("encryption") != "ratchet":
@@ -490,7 +535,7 @@ class PrivateV1:
         )
         frame = _decode_private_frame(plaintext)
         commit()
-        self._consume_counter(counter, conversation_hint)
+        self._consume_counter(counter)
         if isinstance(frame, Closed):
             self.closed = True
         return frame
@@ -500,11 +545,14 @@ class PrivateV1:
     ) -> tuple[Callable[[], None], bytes]:
         """The message key for ``header`` and a function that commits the ratchet changes."""
         dh, n = header.ratchet_key, header.message_number
-        skipped_key = self.skipped.get((dh, n))
+        skipped_key = None if self.skipped is None else self.skipped.get((dh, n))
         if skipped_key is not None:
 
             def forget_skipped() -> None:
-                del self.skipped[(dh, n)]
+                if self.skipped is not None:
+                    del self.skipped[(dh, n)]
+                    if not self.skipped:
+                        self.skipped = None
 
             return forget_skipped, skipped_key
 
@@ -528,10 +576,14 @@ class PrivateV1:
         nr += 1
 
         def commit() -> None:
-            for key, value in skipped:
-                self.skipped[key] = value
-            while len(self.skipped) > MAX_SKIP:
-                del self.skipped[next(iter(self.skipped))]
+            if skipped:
+                stored = self.skipped
+                if stored is None:
+                    stored = self.skipped = {}
+                for key, value in skipped:
+                    stored[key] = value
+                while len(stored) > MAX_SKIP:
+                    del stored[next(iter(stored))]
             self.root_key, self.ckr, self.nr = root_key, ckr, nr
             if new_ratchet:
                 self.dhr = dh
@@ -576,11 +628,11 @@ class PrivateV1:
             recv_header_key=self.recv_header_key,
             send_counter=self.send_counter,
             recv_counter_next=self.recv_next,
-            recv_counters_missing=list(self.missing),
+            recv_counters_missing=list(self.missing or ()),
             created_at_ms=self.created_at_ms,
             closed=self.closed,
         )
-        for (dh, n), key in self.skipped.items():
+        for (dh, n), key in (self.skipped or {}).items():
             state.skipped_keys.add(ratchet_key=dh, message_number=n, message_key=key)
         return state.SerializeToString()
 
@@ -596,8 +648,6 @@ class PrivateV1:
         conv = cls()
         conv.conversation_id = state.conversation_id
         conv.initiator = state.initiator
-        conv.local_static = state.local_static_public
-        conv.remote_static = state.remote_static_public
         conv.root_key = state.root_key
         conv.dhs_priv = state.send_ratchet_private
         conv.dhs_pub = state.send_ratchet_public
@@ -605,31 +655,39 @@ class PrivateV1:
         conv.cks = state.send_chain_key or None
         conv.ckr = state.recv_chain_key or None
         conv.closed = state.closed
-        for name in ("root_key", "dhs_priv", "dhs_pub", "dhr", "local_static", "remote_static"):
-            if len(getattr(conv, name)) != crypto.KEY_BYTES:
+        for name, value in (
+            ("root_key", conv.root_key),
+            ("dhs_priv", conv.dhs_priv),
+            ("dhs_pub", conv.dhs_pub),
+            ("dhr", conv.dhr),
+            ("local_static", state.local_static_public),
+            ("remote_static", state.remote_static_public),
+        ):
+            if len(value) != crypto.KEY_BYTES:
                 raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
         for name in ("cks", "ckr"):
             if len(getattr(conv, name) or bytes(32)) != crypto.KEY_BYTES:
                 raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
         conv.ns, conv.nr = state.send_message_number, state.recv_message_number
         conv.pn = state.previous_send_chain_length
-        for name, value in zip(
-            _KEYS,
-            (
-                state.send_hint_key,
-                state.recv_hint_key,
-                state.send_header_key,
-                state.recv_header_key,
-            ),
-            strict=True,
-        ):
+        keys = (
+            state.send_hint_key,
+            state.recv_hint_key,
+            state.send_header_key,
+            state.recv_header_key,
+        )
+        for name, value in zip(_KEYS, keys, strict=True):
             if len(value) != 32:
                 raise StateError(f"PrivateV1 state: {name} must be 32 bytes")
-            setattr(conv, name, value)
+        conv._keys = b"".join((state.local_static_public, state.remote_static_public, *keys))
         conv.send_counter, conv.recv_next = state.send_counter, state.recv_counter_next
-        conv.missing = dict.fromkeys(state.recv_counters_missing, "")  # hints made by attach()
-        for item in state.skipped_keys:
-            conv.skipped[(item.ratchet_key, item.message_number)] = item.message_key
+        if state.recv_counters_missing:  # fingerprints made by attach()
+            conv.missing = dict.fromkeys(state.recv_counters_missing, 0)
+        if state.skipped_keys:
+            conv.skipped = {
+                (item.ratchet_key, item.message_number): item.message_key
+                for item in state.skipped_keys
+            }
         conv.created_at_ms = state.created_at_ms
         return conv
 
