@@ -1,10 +1,14 @@
 """End to end over the embedded network: bot to bot through one bridge process.
 
-Bot A POSTs messages (``/v1/conversations/{id}/messages``) and bot B reads its WebSocket event
-stream (``/v1/events``); both bots live in one bridge on ``memory://``, so a message goes
-HTTP -> seal -> SQLite (sealed) -> embedded relay -> SQLite (published) -> classify -> SQLite
-(received) -> WebSocket. The bridge runs in its own process (``python -m umbra_waku.bridge``), the
-bots' HTTP clients in this one, as in a deployment.
+Both bots are written as a user writes one: ``umbra_waku.bot.Bot.via_bridge`` (the bot SDK).
+Bot A calls ``bot.send(conversation_id, text)``; the SDK sends a lone message with ``POST
+/v1/conversations/{id}/messages`` and coalesces the sends made while a request is in flight into
+one ``POST /v1/messages`` batch. Bot B's ``@on_message`` handler records the arrival; the SDK
+reads the WebSocket event stream (``/v1/events?batch=true``: a frame carries the events of one
+page). Both bots live in one bridge on ``memory://``, so a batch goes HTTP -> seal -> SQLite
+(sealed, one transaction) -> embedded relay -> classify -> SQLite (received, one transaction
+per batch the client's queue held) -> WebSocket. The bridge runs in its own process (``python
+-m umbra_waku.bridge``), the bots in this one, as in a deployment.
 
 - throughput: ``concurrency`` requests in flight until ``count`` messages arrived at B;
 - latency: an open-loop sender at half that rate; latency is from the POST being issued to the
@@ -13,12 +17,13 @@ bots' HTTP clients in this one, as in a deployment.
 
 Measured side by side (interleaved rounds, median), with the same client code:
 
-- ``floor``: benchmarks/floor_server.py, the same routes with nothing behind them (no auth, crypto,
-  storage or Waku): the most one HTTP request in and one WebSocket frame out per message allow on
-  this machine. ``e2e_embedded_vs_floor`` is the bridge's share of that.
+- ``floor``: benchmarks/floor_server.py, the same routes (the batch route too) with nothing behind
+  them (no auth, crypto, storage or Waku), driven by the same SDK: the most the HTTP requests in
+  and WebSocket frames out allow on this machine. ``e2e_embedded_vs_floor`` is the bridge's
+  share of that.
 - ``tmpfs`` (full run only): the bridge with its data directory on /dev/shm, where an fsync costs
-  nothing: ``e2e_embedded_disk_vs_tmpfs`` is what the durable writes cost (``synchronous=FULL``,
-  three committed transactions per message: sealed, published, received).
+  nothing: ``e2e_embedded_disk_vs_tmpfs`` is what the durable writes cost (``synchronous=FULL``;
+  per batch, group-committed: sealed, published, received).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from benchmarks.common import (
     scaled,
     scratch_dir,
 )
+from umbra_waku.bot import Bot, Conversation, Message
 
 #: Messages per second of the light-load latency run.
 LIGHT_RATE = 50.0
@@ -94,38 +100,47 @@ class Sender(Protocol):
 
 class Pair:
     """Bot A on ``sender`` and bot B on ``receiver`` (the same bridge, or two) in one conversation,
-    B's WebSocket event stream being read. Messages are numbered by their text."""
+    both run by the bot SDK (:class:`umbra_waku.bot.Bot`), B's handler recording arrivals.
+    Messages are numbered by their text."""
 
     def __init__(self, sender: BridgeClient, receiver: BridgeClient | None = None) -> None:
         self.sender = sender
         self.receiver = receiver or sender
         self.arrivals = Arrivals()
-        self._reader: asyncio.Task[None] | None = None
         self.conversation = ""
+        self._bots: list[Bot] = []
 
     async def setup(self, within: float = 30) -> None:
         self.a = await self.sender.create_bot()
         self.b = await self.receiver.create_bot()
         ready = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read(ready))
-        self.conversation = await self.sender.start_conversation(self.a, self.b.client_address)
+        bot_a = Bot.via_bridge(self.sender.url, self.a.token, name="bench-a")
+        bot_b = Bot.via_bridge(self.receiver.url, self.b.token, name="bench-b")
+        arrived = self.arrivals.arrived
+
+        @bot_b.on_conversation
+        async def started(conversation: Conversation) -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        @bot_b.on_message
+        async def message(message: Message) -> None:
+            arrived(int((message.text or "0").split(" ", 1)[0]))
+
+        for bot in (bot_a, bot_b):
+            await bot.start()
+            self._bots.append(bot)
+        self.bot = bot_a
+        self.conversation = await bot_a.invite(self.b.client_address)
         await asyncio.wait_for(ready, within)
 
-    async def _read(self, ready: asyncio.Future[None]) -> None:
-        async for event in self.receiver.events(self.b):
-            if event["type"] == "conversation_started" and not ready.done():
-                ready.set_result(None)
-            if event["type"] == "message":
-                self.arrivals.arrived(int(event["text"].split(" ", 1)[0]))
-
     async def send(self, number: int) -> None:
-        await self.sender.send(self.a, self.conversation, f"{number} " + "x" * 64)
+        await self.bot.send(self.conversation, f"{number} " + "x" * 64)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
+        for bot in self._bots:
+            with contextlib.suppress(Exception):
+                await bot.stop()
 
 
 async def throughput(pair: Sender, first: int, count: int, concurrency: int) -> float:

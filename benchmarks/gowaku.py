@@ -13,7 +13,11 @@ two nodes without draining each other's REST cache (a relay GET is a destructive
   the bridge's envelopes, GET /relay/v1/messages on B every 0.2 s (the REST adapter's default
   poll interval, which the bridge uses).
 
-Throughput: 16 requests in flight, until the last message arrived; median of interleaved rounds.
+The bots are run by the bot SDK (``Bot.via_bridge``, benchmarks/e2e.py's ``Pair``), which coalesces
+concurrent sends into ``POST /v1/messages`` batches; the direct client is one POST per message.
+
+Throughput: 16 concurrent senders (16 requests in flight for the direct client), until the last
+message arrived; median of interleaved rounds.
 A message that has not arrived after 8 s without any arrival counts as lost (``*_lost_messages``)
 and the run's rate counts the ones that arrived.
 Latency: both at the same open-loop rate (half the bridge's throughput), from the POST being

@@ -719,6 +719,10 @@ BRIDGE_CONNECT_WAIT = 30.0
 BRIDGE_RECONNECT_MAX = 10.0
 #: Attempts of one request the bridge answered 503 (not connected to its node yet, or draining).
 BRIDGE_ATTEMPTS = 5
+#: Most queued sends in one batch request (the bridge takes up to 1,000).
+BRIDGE_MAX_BATCH = 256
+#: Requests carrying sends that may be in flight at once; further sends queue and go together.
+BRIDGE_PIPELINE = 2
 _WS_HEARTBEAT = 20.0
 
 
@@ -764,6 +768,9 @@ class BridgeBackend:
         self._queue: asyncio.Queue[BotEvent | BaseException | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._outgoing: list[_Outgoing] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self._batches = True  # whether the bridge has POST /v1/messages
 
     @property
     def client_address(self) -> str:
@@ -829,16 +836,93 @@ class BridgeBackend:
         return conversation_id
 
     async def send(self, conversation_id: str, content: Content) -> None:
+        """Send one message. A send goes at once, alone, when fewer than
+        ``BRIDGE_PIPELINE`` requests are in flight; otherwise it is queued, and what queued goes
+        as ONE batch request (``POST /v1/messages``) when a request returns: concurrent handlers
+        get the bridge's batch throughput, and a lone send is not delayed."""
         text = content.as_text()
         body: dict[str, object] = (
             {"text": text} if text is not None and not content.tag else _content_json(content)
         )
-        await self._request(
-            "POST", f"/v1/conversations/{quote(conversation_id, safe='')}/messages", body
-        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.append((conversation_id, body, future))
+        if len(self._senders) < BRIDGE_PIPELINE:
+            self._senders.add(asyncio.create_task(self._send_queued(), name="bot-bridge-send"))
+        await future
+
+    async def _send_queued(self) -> None:
+        """Send what is queued, one request at a time, each carrying everything queued."""
+        try:
+            while self._outgoing:
+                batch = self._outgoing[:BRIDGE_MAX_BATCH]
+                del self._outgoing[:BRIDGE_MAX_BATCH]
+                try:
+                    if len(batch) == 1 or not self._batches:
+                        await asyncio.gather(*(self._send_one(*item) for item in batch))
+                    else:
+                        await self._send_batch(batch)
+                except BaseException as exc:  # cancelled: no sender may wait for ever
+                    _fail_all(
+                        batch,
+                        exc
+                        if isinstance(exc, Exception)
+                        else ConversationError("the bot is stopping"),
+                    )
+                    raise
+        finally:
+            # at once, not in a done callback: a send queued from now on starts a new sender
+            task = asyncio.current_task()
+            if task is not None:
+                self._senders.discard(task)
+
+    async def _send_one(
+        self, conversation_id: str, body: dict[str, object], future: asyncio.Future[None]
+    ) -> None:
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/messages"
+        try:
+            await self._request("POST", path, body)
+        except Exception as exc:  # noqa: BLE001 -- that sender's error
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(None)
+
+    async def _send_batch(self, batch: list[_Outgoing]) -> None:
+        messages = [{"conversation_id": c.strip().lower(), **body} for c, body, _ in batch]
+        try:
+            answer = await self._request("POST", "/v1/messages", {"messages": messages})
+        except BridgeError as exc:
+            if exc.status in (404, 405) and exc.code in ("not_found", "method_not_allowed"):
+                self._batches = False  # an older bridge: one request per message
+            if exc.status in (404, 405, 422):
+                # no batch route, or one message made the whole batch invalid: each message
+                # alone, so that each sender gets its own answer
+                await asyncio.gather(*(self._send_one(*item) for item in batch))
+                return
+            _fail_all(batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 -- every sender of the batch gets it
+            _fail_all(batch, exc)
+            return
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(batch):
+            error = TransportError(f"bridge {self.base_url}: a malformed batch answer")
+            _fail_all(batch, error)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            status = int(result.get("status", 500)) if isinstance(result, dict) else 500
+            if status < 400:
+                future.set_result(None)
+            else:
+                future.set_exception(_bridge_error(status, result))
 
     async def close(self) -> None:
         self._closing = True
+        if self._senders:  # what was queued goes out
+            await asyncio.gather(*self._senders, return_exceptions=True)
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -918,7 +1002,7 @@ class BridgeBackend:
         url = self._url("/v1/events")
         try:
             ws = await self._http().ws_connect(
-                url, params={"after": str(self.cursor)}, heartbeat=_WS_HEARTBEAT
+                url, params={"after": str(self.cursor), "batch": "true"}, heartbeat=_WS_HEARTBEAT
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise BridgeError(exc.status, "handshake", exc.message) from None
@@ -928,16 +1012,21 @@ class BridgeBackend:
                     if message.type is aiohttp.WSMsgType.ERROR:
                         break
                     continue
-                record = json.loads(message.data)
-                event = _bridge_event(record)
-                seq = int(record["seq"])
-                if seq <= self.cursor:
-                    continue  # already seen (never expected; cheap to guard)
-                self.cursor = seq
-                received = True
-                if event is not None:
-                    self._queue.put_nowait(event)
-                self._save_cursor()
+                frame = json.loads(message.data)
+                # batch=true: a frame is a list of events (an older bridge sends one object)
+                records = frame if isinstance(frame, list) else [frame]
+                moved = False
+                for record in records:
+                    seq = int(record["seq"])
+                    if seq <= self.cursor:
+                        continue  # already seen (never expected; cheap to guard)
+                    event = _bridge_event(record)
+                    self.cursor = seq
+                    moved = received = True
+                    if event is not None:
+                        self._queue.put_nowait(event)
+                if moved:
+                    self._save_cursor()
             if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
                 raise BridgeError(404, "bot_deleted", "the bridge deleted this bot")
         return received
@@ -962,6 +1051,15 @@ class BridgeBackend:
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(f"{self.cursor}\n")
         temporary.replace(path)
+
+
+_Outgoing = tuple[str, dict[str, object], "asyncio.Future[None]"]
+
+
+def _fail_all(batch: list[_Outgoing], error: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _content_json(content: Content) -> dict[str, object]:

@@ -25,12 +25,15 @@ What it does:
 Durability is delegated to a :class:`Ledger` (the default :class:`MemoryLedger` keeps nothing
 across restarts). Its contract is what makes a crash lose nothing that was acknowledged:
 
-- received: ``classify`` -> ``Ledger.received`` (new ratchet state + the event, in one
-  transaction) -> the hash is remembered and the event emitted. If the ledger fails the client
+- received: the client classifies what its queue holds (up to ``MAX_RECEIVE_BATCH`` messages),
+  then ``Ledger.received_many`` saves the batch (the new ratchet states, the events and the
+  hashes, in one transaction), then the events are emitted. If the ledger fails the client
   stops (:meth:`UmbraClient.wait_closed` raises): the session in memory is then ahead of what was
   saved, and only a restart from the saved state (with backfill) is consistent again;
 - sent: ``seal`` -> ``Ledger.sealed`` (new ratchet state + the message, in one transaction) ->
-  publish -> ``Ledger.published``. Messages the ledger still lists as pending are republished,
+  publish -> ``Ledger.published``; :meth:`UmbraClient.send_many` seals a batch and saves it with
+  one ``Ledger.sealed_many``, publishes it in order, then marks it with one
+  ``Ledger.published_many``. Messages the ledger still lists as pending are republished,
   byte for byte, on start, after reconnects and every ``republish_interval``.
 - checkpoints advance only through the same queue the messages go through, so a checkpoint is
   saved only after every message received before it was handled.
@@ -46,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import weakref
 from collections import deque
@@ -122,8 +126,10 @@ log = logging.getLogger("umbra_waku.client")
 #: nwaku refuses store queries with a cursor and more than 10 content topics.
 STORE_TOPICS_PER_QUERY = 10
 _NS = 1_000_000_000
-#: Received messages whose ledger writes may be in flight at once (ordered ledgers only).
+#: Batches of received messages whose ledger writes may be in flight at once (ordered ledgers).
 _MAX_BEHIND = 64
+#: Most received messages classified and saved together (one ledger write).
+MAX_RECEIVE_BATCH = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,12 +375,31 @@ class Ledger(Protocol):
     ) -> None:
         """Save the conversation's new state, the event and the hash in ONE transaction."""
 
+    async def received_many(
+        self,
+        conversations: Sequence[ConversationState],
+        events: Sequence[tuple[InboundEvent, MessageHash]],
+    ) -> None:
+        """Save a batch in ONE transaction: the latest state of each conversation it changed
+        and every (event, hash), in order."""
+
     async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
         """Save the conversation's new state and the message to publish in ONE transaction;
         returns the key of the pending envelope."""
 
+    async def sealed_many(
+        self,
+        conversations: Sequence[ConversationState],
+        messages: Sequence[tuple[str, WakuMessage]],
+    ) -> list[int]:
+        """Save a batch in ONE transaction: the latest state of each conversation and the
+        (conversation_id, message) pairs to publish, in order; returns their keys."""
+
     async def published(self, key: int, message_hash: MessageHash) -> None:
         """The node accepted the envelope ``key``."""
+
+    async def published_many(self, keys: Sequence[int]) -> None:
+        """The node accepted these envelopes (one write)."""
 
     async def failed(self, key: int, reason: str) -> None:
         """The node refused the envelope ``key`` for good."""
@@ -403,17 +428,47 @@ class MemoryLedger:
         self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
     ) -> None:
         self.conversations[conversation.client_address, conversation.conversation_id] = conversation
+        self.inbound.append(event)
+
+    async def received_many(
+        self,
+        conversations: Sequence[ConversationState],
+        events: Sequence[tuple[InboundEvent, MessageHash]],
+    ) -> None:
+        # through received(), one by one: this ledger has no transactions to share
+        states = {(c.client_address, c.conversation_id): c for c in conversations}
+        for event, message_hash in events:
+            state = states[event.client_address, event.conversation_id]
+            await self.received(event, state, message_hash)
 
     async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
-        self.conversations[conversation.client_address, conversation.conversation_id] = conversation
-        key, self._next_key = self._next_key, self._next_key + 1
-        self.outbox[key] = PendingEnvelope(
-            key, conversation.client_address, conversation.conversation_id, message
-        )
+        [key] = await self.sealed_many([conversation], [(conversation.conversation_id, message)])
         return key
+
+    async def sealed_many(
+        self,
+        conversations: Sequence[ConversationState],
+        messages: Sequence[tuple[str, WakuMessage]],
+    ) -> list[int]:
+        by_id = {c.conversation_id: c for c in conversations}
+        for conversation in conversations:
+            self.conversations[conversation.client_address, conversation.conversation_id] = (
+                conversation
+            )
+        keys = []
+        for conversation_id, message in messages:
+            number, self._next_key = self._next_key, self._next_key + 1
+            address = by_id[conversation_id].client_address
+            self.outbox[number] = PendingEnvelope(number, address, conversation_id, message)
+            keys.append(number)
+        return keys
 
     async def published(self, key: int, message_hash: MessageHash) -> None:
         self.outbox.pop(key, None)
+
+    async def published_many(self, keys: Sequence[int]) -> None:
+        for key in keys:
+            self.outbox.pop(key, None)
 
     async def failed(self, key: int, reason: str) -> None:
         self.outbox.pop(key, None)
@@ -580,7 +635,9 @@ class UmbraClient:
 
         self._queue: asyncio.Queue[_Item] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: dict[int, asyncio.Task[Delivery]] = {}
+        self._inflight: dict[int, asyncio.Future[Delivery]] = {}  # by ledger key
+        self._publishers: set[asyncio.Task[None]] = set()
+        self._pubsub_topics: dict[str, str] = {}  # content topic -> pubsub topic (fixed)
         self._subscription: Subscription | None = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribed: frozenset[str] = frozenset()
@@ -743,8 +800,9 @@ class UmbraClient:
                 listener(event)
             except Exception:
                 log.exception("event listener failed")
-        for stream in list(self._streams):
-            await stream.put(event)
+        if len(self._streams):  # a WeakSet: iterating an empty one is not free
+            for stream in list(self._streams):
+                await stream.put(event)
 
     # ---- lifecycle ----
 
@@ -815,9 +873,9 @@ class UmbraClient:
                 await asyncio.shield(consumer)
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)
-        if self._inflight:
+        if self._publishers:
             _, late = await asyncio.wait(
-                set(self._inflight.values()), timeout=max(0.0, deadline - loop.time())
+                set(self._publishers), timeout=max(0.0, deadline - loop.time())
             )
             for publishing in late:
                 publishing.cancel()
@@ -866,6 +924,61 @@ class UmbraClient:
             key = await self.ledger.sealed(state, message)
         return self._sent(key, address, conversation_id, message)
 
+    async def send_many(
+        self, items: Sequence[tuple[str, Content | str]], *, sender: str | None = None
+    ) -> list[Sent | UmbraWakuError]:
+        """Encrypt many messages (``(conversation_id, content)``, in this order) of one identity,
+        save them in ONE ledger write, then publish them in order.
+
+        Returns one entry per item, in order: its :class:`Sent`, or the error that refused it
+        alone (:class:`ConversationError` for an unknown or closed conversation,
+        :class:`InvalidInput` for content too large); the others go on. If the ledger write
+        fails, it raises and nothing of the batch was saved or published."""
+        if not items:
+            return []
+        session = self._sender(sender, items[0][0])
+        address = session.identity.client_address
+        results: list[Sent | UmbraWakuError | None] = [None] * len(items)
+        sealed: list[tuple[int, str, WakuMessage]] = []
+        async with self._locks[address]:
+            touched: dict[str, None] = {}
+            for index, (conversation_id, content) in enumerate(items):
+                body = Content.text(content) if isinstance(content, str) else content
+                try:
+                    outgoing = session.send(conversation_id, body)
+                    message = self._message(outgoing)
+                except (ConversationError, InvalidInput) as exc:
+                    results[index] = exc
+                    continue
+                sealed.append((index, conversation_id, message))
+                touched[conversation_id] = None
+            if sealed:
+                states = [
+                    ConversationState.of(address, session.conversation(conversation_id))
+                    for conversation_id in touched
+                ]
+                keys = await self._save_sealed(states, [(c, m) for _, c, m in sealed])
+        if sealed:
+            pending = [
+                PendingEnvelope(key, address, conversation_id, message)
+                for key, (_, conversation_id, message) in zip(keys, sealed, strict=True)
+            ]
+            futures = self._publish_batch(pending)
+            for (index, conversation_id, message), future in zip(sealed, futures, strict=True):
+                results[index] = Sent(conversation_id, self._hash_of(message), message, future)
+        return [result for result in results if result is not None]
+
+    async def _save_sealed(
+        self, states: Sequence[ConversationState], messages: Sequence[tuple[str, WakuMessage]]
+    ) -> list[int]:
+        many = getattr(self.ledger, "sealed_many", None)
+        if many is not None:
+            keys: list[int] = await many(states, messages)
+            return keys
+        # a ledger without batches: one write per message (each with the latest state)
+        by_id = {state.conversation_id: state for state in states}
+        return [await self.ledger.sealed(by_id[c], m) for c, m in messages]
+
     async def publish(self, message: WakuMessage) -> MessageHash:
         """Publish one message with retries (retriable errors only), always the same bytes."""
         async for attempt in self._retrying(self.options.publish_attempts):
@@ -894,49 +1007,119 @@ class UmbraClient:
 
     def _sent(self, key: int, address: str, conversation_id: str, message: WakuMessage) -> Sent:
         pending = PendingEnvelope(key, address, conversation_id, message)
-        task = self._start_publish(pending)
+        [future] = self._publish_batch([pending])
         message_hash = message.hash(self.transport.pubsub_topic(message.content_topic))
-        return Sent(conversation_id, message_hash, message, task)
+        return Sent(conversation_id, message_hash, message, future)
 
-    def _start_publish(self, pending: PendingEnvelope) -> asyncio.Task[Delivery]:
-        task = self._inflight.get(pending.key)
-        if task is None:
-            task = asyncio.create_task(self._publish_pending(pending))
-            self._inflight[pending.key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(pending.key, None))
-        return task
+    def _publish_batch(self, pending: Sequence[PendingEnvelope]) -> list[asyncio.Future[Delivery]]:
+        """Publish envelopes (those not already being published) in one task; a future of each
+        one's delivery, settled as soon as the node answered it."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Delivery]] = []
+        todo: list[tuple[PendingEnvelope, asyncio.Future[Delivery]]] = []
+        for envelope in pending:
+            future = self._inflight.get(envelope.key)
+            if future is None:
+                future = self._inflight[envelope.key] = loop.create_future()
+                todo.append((envelope, future))
+            futures.append(future)
+        if todo:
+            task = asyncio.create_task(self._publish_all(todo))
+            self._publishers.add(task)
+            task.add_done_callback(self._publishers.discard)
+        return futures
 
-    async def _publish_pending(self, pending: PendingEnvelope) -> Delivery:
-        message = pending.message
-        message_hash = message.hash(self.transport.pubsub_topic(message.content_topic))
-        attempts = 0
-        error: str | None = None
+    async def _publish_all(
+        self, todo: Sequence[tuple[PendingEnvelope, asyncio.Future[Delivery]]]
+    ) -> None:
+        keys = [envelope.key for envelope, _ in todo]
         try:
-            async for attempt in self._retrying(self.options.publish_attempts):
-                with attempt:
-                    attempts += 1
-                    message_hash = await self.transport.publish(message)
+            if len(todo) == 1:
+                outcomes = [await self._publish_one(todo[0][0])]
+            else:  # started in order; a REST node gets them concurrently, as separate sends do
+                outcomes = list(
+                    await asyncio.gather(*(self._publish_one(envelope) for envelope, _ in todo))
+                )
+            for (_, future), outcome in zip(todo, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome.delivery)
+            for outcome in outcomes:
+                await self._emit(outcome)
+            done = [
+                (key, outcome.message_hash)
+                for key, outcome in zip(keys, outcomes, strict=True)
+                if outcome.delivery is Delivery.PUBLISHED
+            ]
+            if done:
+                try:
+                    await self._save_published(done)
+                except Exception as exc:  # noqa: BLE001 -- they stay pending: republished
+                    log.warning("cannot mark %d published envelopes: %s", len(done), exc)
+            for key, outcome in zip(keys, outcomes, strict=True):
+                if outcome.delivery is Delivery.FAILED:
+                    try:
+                        await self.ledger.failed(key, outcome.error or "refused")
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("cannot mark envelope %d failed: %s", key, exc)
+        finally:
+            for key, (_, future) in zip(keys, todo, strict=True):
+                if not future.done():
+                    future.cancel()
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+
+    async def _save_published(self, done: Sequence[tuple[int, MessageHash]]) -> None:
+        many = getattr(self.ledger, "published_many", None)
+        if many is not None:
+            await many([key for key, _ in done])
+            return
+        for key, message_hash in done:
+            await self.ledger.published(key, message_hash)
+
+    async def _publish_one(self, pending: PendingEnvelope) -> Published:
+        """One envelope, retried with backoff for retriable errors; never raises but
+        cancellation."""
+        message = pending.message
+        attempts = 1
+        error: str | None = None
+        message_hash: MessageHash | None = None
+        try:
+            try:
+                message_hash = await self.transport.publish(message)
+            except UmbraWakuError as exc:
+                if not exc.retriable or self.options.publish_attempts <= 1:
+                    raise
+                log.warning("attempt 1 failed, retrying: %s", exc)
+                backoff = self.options.publish_backoff
+                await asyncio.sleep(backoff + random.uniform(0, backoff))  # noqa: S311
+                async for attempt in self._retrying(self.options.publish_attempts - 1):
+                    with attempt:
+                        attempts += 1
+                        message_hash = await self.transport.publish(message)
             delivery = Delivery.PUBLISHED
-            await self.ledger.published(pending.key, message_hash)
         except UmbraWakuError as exc:
             error = str(exc)
+            delivery = Delivery.PENDING if exc.retriable else Delivery.FAILED
             if exc.retriable:
-                delivery = Delivery.PENDING
-                log.warning("publish of %s still pending: %s", message_hash, exc)
+                log.warning("publish of %s still pending: %s", self._hash_of(message), exc)
             else:
-                delivery = Delivery.FAILED
-                log.error("publish of %s refused: %s", message_hash, exc)
-                await self.ledger.failed(pending.key, error)
+                log.error("publish of %s refused: %s", self._hash_of(message), exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             delivery = Delivery.PENDING
-            log.exception("publish of %s failed unexpectedly", message_hash)
-        await self._emit(
-            Published(pending.conversation_id, message_hash, delivery, attempts, error)
-        )
-        return delivery
+            log.exception("publish of %s failed unexpectedly", self._hash_of(message))
+        if message_hash is None:
+            message_hash = self._hash_of(message)
+        return Published(pending.conversation_id, message_hash, delivery, attempts, error)
+
+    def _hash_of(self, message: WakuMessage) -> MessageHash:
+        topic = message.content_topic
+        pubsub = self._pubsub_topics.get(topic)
+        if pubsub is None:
+            pubsub = self._pubsub_topics[topic] = self.transport.pubsub_topic(topic)
+        return message.hash(pubsub)
 
     def _retrying(self, attempts: int) -> AsyncRetrying:
         options = self.options
@@ -963,9 +1146,9 @@ class UmbraClient:
         except Exception:
             log.exception("cannot read pending envelopes")
             return
-        for envelope in pending:
-            if envelope.key not in self._inflight:
-                self._start_publish(envelope)
+        todo = [envelope for envelope in pending if envelope.key not in self._inflight]
+        if todo:
+            self._publish_batch(todo)
 
     # ---- receiving: subscription supervisor ----
 
@@ -1152,27 +1335,31 @@ class UmbraClient:
         assert queue is not None
         deferring = False
         deferred: deque[_Inbound | _Mark] = deque()
+        batch: list[_Inbound] = []
         limit = self.options.queue_size * 100
         try:
             while True:
+                if batch and (queue.empty() or len(batch) >= MAX_RECEIVE_BATCH):
+                    await self._flush(batch)  # what the queue held, as one batch
                 item = await queue.get()
                 if self.failure is not None:  # a write handed over failed
                     return
                 if isinstance(item, _Backfill):
                     deferring = item.start
                     while deferred and not deferring:
-                        await self._process(deferred.popleft())
+                        await self._take(deferred.popleft(), batch)
                 elif item is None:
                     while deferred:
-                        await self._process(deferred.popleft())
+                        await self._take(deferred.popleft(), batch)
+                    await self._flush(batch)
                     await self._settled()
                     return
                 elif deferring and not (isinstance(item, _Inbound) and item.backfill):
                     deferred.append(item)
                     if len(deferred) > limit:  # a backfill that never ends: stop holding back
-                        await self._process(deferred.popleft())
+                        await self._take(deferred.popleft(), batch)
                 else:
-                    await self._process(item)
+                    await self._take(item, batch)
         except Exception as exc:  # noqa: BLE001 -- recorded, and wait_closed() raises it
             self._fail(exc)
         finally:
@@ -1189,17 +1376,27 @@ class UmbraClient:
         self._stopped.set()
         self._notify()
 
-    async def _process(self, item: _Inbound | _Mark) -> None:
-        if isinstance(item, _Mark):
-            await self._settled()  # never a checkpoint past a message not yet durable
-            await self._checkpoint(item)
-        else:
-            await self._handle(item)
+    async def _take(self, item: _Inbound | _Mark, batch: list[_Inbound]) -> None:
+        """Add a message to the batch; a checkpoint first handles the batch before it."""
+        if isinstance(item, _Inbound):
+            batch.append(item)
+            if len(batch) >= MAX_RECEIVE_BATCH:
+                await self._flush(batch)
+            return
+        await self._flush(batch)
+        await self._settled()  # never a checkpoint past a message not yet durable
+        await self._checkpoint(item)
+
+    async def _flush(self, batch: list[_Inbound]) -> None:
+        if batch:
+            items = batch.copy()
+            batch.clear()
+            await self._handle_batch(items)
 
     async def _emit_in_order(
         self, write: asyncio.Task[None] | None, events: Sequence[ClientEvent]
     ) -> None:
-        """Emit ``events`` once ``write`` (if any) is durable, after every earlier message's."""
+        """Emit ``events`` once ``write`` (if any) is durable, after every earlier batch's."""
         tail = self._tail
         if tail is not None and tail.done():
             self._tail, self._behind = None, 0
@@ -1250,125 +1447,160 @@ class UmbraClient:
         for topic in mark.topics:
             self._checkpoints[topic] = max(self._checkpoints.get(topic, 0), mark.complete_until_ns)
 
-    async def _handle(self, item: _Inbound) -> None:
+    async def _handle_batch(self, items: list[_Inbound]) -> None:
+        """Classify a batch, save what it changed in ONE ledger write, then emit its events.
+
+        A session whose state a message of the batch changed stays locked until the write has
+        taken its place in the ledger's order (ordered ledgers) or is durable (others), so that
+        no send of that session is saved before it with an older state."""
+        held: dict[str, asyncio.Lock] = {}
+        changed: dict[tuple[str, str], Session] = {}
+        inbound: list[tuple[InboundEvent, MessageHash]] = []
+        emitted: list[ClientEvent] = []
+        work = deque(items)
+        write: asyncio.Task[None] | None = None
+        try:
+            while work:
+                item = work.popleft()
+                event, outcome = await self._classify(item, held, changed)
+                if event is not None:
+                    inbound.append((event, item.received.hash))
+                    emitted.append(event)
+                emitted.append(outcome)
+                work.extend(self._parked.take_ready())  # the window moved onto parked ones
+            if inbound:
+                states = [
+                    ConversationState.of(address, session.conversation(conversation_id))
+                    for (address, conversation_id), session in changed.items()
+                ]
+                saving = self._save_received(states, inbound)
+                if not self._ordered:
+                    await saving
+                else:
+                    write = asyncio.create_task(saving)
+                    write.add_done_callback(_retrieved)  # its failure is the chain's
+                    # One turn of the loop: the task's first step runs until the ledger has
+                    # queued the write, before any later write of these sessions (they are
+                    # locked until then).
+                    await asyncio.sleep(0)
+        finally:
+            for lock in held.values():
+                lock.release()
+        await self._emit_in_order(write, emitted)
+
+    async def _save_received(
+        self,
+        states: Sequence[ConversationState],
+        inbound: Sequence[tuple[InboundEvent, MessageHash]],
+    ) -> None:
+        many = getattr(self.ledger, "received_many", None)
+        if many is not None:
+            await many(states, inbound)
+            return
+        # a ledger without batches: one write per message, each with its conversation's state
+        by_key = {(s.client_address, s.conversation_id): s for s in states}
+        for event, message_hash in inbound:
+            state = by_key[event.client_address, event.conversation_id]
+            await self.ledger.received(event, state, message_hash)
+
+    async def _classify(
+        self,
+        item: _Inbound,
+        held: dict[str, asyncio.Lock],
+        changed: dict[tuple[str, str], Session],
+    ) -> tuple[InboundEvent | None, Classified]:
+        """One message of a batch: its inbound event (if readable) and its classification."""
         received = item.received
         message = received.message
         topic = message.content_topic
-
-        def classified(
-            state: State | Literal["duplicate"],
-            address: str | None = None,
-            reason: str | None = None,
-            latency: float | None = None,
-        ) -> Classified:
-            return Classified(
-                state,
-                topic,
-                received.hash,
-                received.source,
-                item.backfill,
-                address,
-                reason,
-                latency,
-            )
+        source, backfill = received.source, item.backfill
 
         if self._recent.seen(received.hash):
-            await self._emit_in_order(None, (classified("duplicate"),))
-            return
+            return None, Classified("duplicate", topic, received.hash, source, backfill)
         if topic == PRIVATE_TOPIC:
-            targets = list(self._sessions)
+            targets: Iterable[str] = list(self._sessions)
         else:
             owner = self._inbox_owner.get(topic)
-            targets = [] if owner is None else [owner]
-        outcome = classified(State.NOT_FOR_ME)
+            targets = () if owner is None else (owner,)
+        state: State = State.NOT_FOR_ME
+        found: str | None = None
+        reason: str | None = None
+        latency: float | None = None
         result: Classification | None = None
         inbound: InboundEvent | None = None
-        write: asyncio.Task[None] | None = None
         for address in targets:
             session, lock = self._sessions.get(address), self._locks.get(address)
             if session is None or lock is None:
                 continue  # removed meanwhile
-            async with lock:
-                result = session.classify(message.payload, topic)
-                if isinstance(result, Readable):
-                    inbound, write = await self._deliver(address, session, received, result)
-            if inbound is not None:
-                latency = None if item.backfill else _latency(message)
-                outcome = classified(State.READABLE, address, latency=latency)
+            if address not in held and lock.locked():
+                await lock.acquire()  # a send of this session is being saved: after it
+                held[address] = lock
+            result = session.classify(message.payload, topic)
+            if isinstance(result, Readable):
+                if address not in held:
+                    await lock.acquire()  # free: taken at once, no suspension
+                    held[address] = lock
+                inbound, conversation_id = _inbound_event(address, session, received, result)
+                changed[address, conversation_id] = session
+                state, found = State.READABLE, address
+                latency = None if backfill else _latency(message)
                 break
             if isinstance(result, BadlyFormed):
+                state, reason = State.BADLY_FORMED, result.reason
                 if result.conversation_id is None:
-                    outcome = classified(State.BADLY_FORMED, reason=result.reason)
+                    found = None
                     break  # malformed for one session is malformed for every session
-                outcome = classified(State.BADLY_FORMED, address, result.reason)
-        if outcome.state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
+                found = address
+        if state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
             self._recent.add(received.hash)
         elif isinstance(result, NotForMe):
             # It may become readable later, once earlier messages of its conversation (delivered
             # late, from the store) move the hint window: park it, and do not remember it as
             # seen, so that a copy coming again is not dropped as a duplicate either.
             self._parked.park(result.hint, item)
-        log.debug(
-            "%s %s on %s: %s%s",
-            "backfilled" if item.backfill else "received",
-            received.hash,
-            topic,
-            outcome.state,
-            f" ({outcome.reason})" if outcome.reason else "",
-        )
-        await self._emit_in_order(write, (outcome,) if inbound is None else (inbound, outcome))
-        for released in self._parked.take_ready():  # the window moved onto parked envelopes
-            await self._handle(released)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s on %s: %s%s",
+                "backfilled" if backfill else "received",
+                received.hash,
+                topic,
+                state,
+                f" ({reason})" if reason else "",
+            )
+        outcome = Classified(state, topic, received.hash, source, backfill, found, reason, latency)
+        return inbound, outcome
 
-    async def _deliver(
-        self, address: str, session: Session, received: ReceivedMessage, result: Readable
-    ) -> tuple[InboundEvent, asyncio.Task[None] | None]:
-        """Turn a Readable into its event and save it with the new state (under the lock).
-        With an ordered ledger the write is only queued (its place in the write order taken
-        under the lock) and returned, to be awaited before the event is emitted."""
-        frame = result.frame
-        event: InboundEvent
-        if isinstance(frame, Invitation):
-            conversation = session.conversation(frame.conversation_id)
-            event = ConversationStarted(
+
+def _inbound_event(
+    address: str, session: Session, received: ReceivedMessage, result: Readable
+) -> tuple[InboundEvent, str]:
+    """A Readable's event, and the conversation it changed."""
+    frame = result.frame
+    if isinstance(frame, Invitation):
+        return (
+            ConversationStarted(
                 address,
                 frame.conversation_id,
                 frame.initiator,
                 frame.created_at_ms,
                 frame.initial_content,
                 received.hash,
-            )
-        else:
-            conversation = session.conversation(result.conversation_id)
-            if isinstance(frame, Closed):
-                event = ConversationClosed(
-                    address,
-                    result.conversation_id,
-                    conversation.peer_address,
-                    frame.reason,
-                    received.hash,
-                )
-            else:
-                event = MessageReceived(
-                    address,
-                    result.conversation_id,
-                    result.sender or conversation.peer_address,
-                    frame,
-                    received.hash,
-                )
-        saving = self.ledger.received(
-            event, ConversationState.of(address, conversation), received.hash
+            ),
+            frame.conversation_id,
         )
-        if not self._ordered:
-            await saving
-            return event, None
-        write = asyncio.create_task(saving)
-        write.add_done_callback(_retrieved)  # its failure is the chain's; not logged twice
-        # One turn of the loop: the task's first step (scheduled before this one resumes) runs
-        # until the ledger has queued the write, so that it is ordered before any later write
-        # of this session, which needs the lock.
-        await asyncio.sleep(0)
-        return event, write
+    conversation_id = result.conversation_id
+    conversation = session.conversation(conversation_id)
+    if isinstance(frame, Closed):
+        return (
+            ConversationClosed(
+                address, conversation_id, conversation.peer_address, frame.reason, received.hash
+            ),
+            conversation_id,
+        )
+    event = MessageReceived(
+        address, conversation_id, result.sender or conversation.peer_address, frame, received.hash
+    )
+    return event, conversation_id
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

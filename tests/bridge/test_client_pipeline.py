@@ -4,7 +4,7 @@ without waiting for each write, yet events are emitted in order and only once du
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -26,7 +26,8 @@ from .conftest import FAST_CLIENT, eventually
 
 
 class GatedLedger(MemoryLedger):
-    """Takes each write's place in order at once; applies them when the gate opens."""
+    """Takes each write's place in order at once (a write is a batch of messages, or one
+    message); applies them when the gate opens."""
 
     ordered_writes = True
 
@@ -43,6 +44,20 @@ class GatedLedger(MemoryLedger):
         await self.gate.wait()
         self.applied.append(message_hash)
         await super().received(event, conversation, message_hash)
+
+    async def received_many(
+        self,
+        conversations: Sequence[ConversationState],
+        events: Sequence[tuple[InboundEvent, MessageHash]],
+    ) -> None:
+        hashes = [message_hash for _, message_hash in events]
+        self.queued.extend(hashes)
+        await self.gate.wait()
+        self.applied.extend(hashes)
+        states = {(c.client_address, c.conversation_id): c for c in conversations}
+        for event, message_hash in events:
+            state = states[event.client_address, event.conversation_id]
+            await MemoryLedger.received(self, event, state, message_hash)
 
 
 async def test_a_batch_is_handed_over_at_once_and_emitted_in_order(network_name: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,50 @@ async def test_the_event_stream_resumes_after_a_restart(
             assert (await seen_again.next()).text == "two"
             assert (await seen_again.next()).text == "three"
         assert int(cursor.read_text()) == saved + 2
+
+
+async def test_concurrent_sends_through_a_bridge_go_in_batches(
+    running_bridge: RunningBridge,
+) -> None:
+    """Sends made while a request is in flight are coalesced into POST /v1/messages batches;
+    each sender hears its own outcome, and the receiver gets one conversation in order."""
+    client = running_bridge.bridge.client
+    batches: list[int] = []
+    real_send_many = client.send_many
+
+    async def counting(items: Any, **kwargs: Any) -> Any:
+        batches.append(len(items))
+        return await real_send_many(items, **kwargs)
+
+    client.send_many = counting  # type: ignore[method-assign]
+    token_a, _ = await running_bridge.create_bot("a")
+    token_b, address_b = await running_bridge.create_bot("b")
+    sender = Bot.via_bridge(running_bridge.url, token_a, name="a")
+    receiver = Bot.via_bridge(running_bridge.url, token_b, name="b")
+    seen = Recorder(receiver)
+    async with sender, receiver:
+        conversation_id = await sender.invite(address_b)
+        await sender.send(conversation_id, "alone")  # nothing in flight: the one-message route
+        assert batches == []
+        assert (await seen.next()).text == "alone"
+        await asyncio.gather(*(sender.send(conversation_id, f"m{i}") for i in range(60)))
+        texts = [(await seen.next()).text for _ in range(60)]
+        assert texts == [f"m{i}" for i in range(60)]  # the order the sends were made in
+        assert sum(batches) <= 60
+        assert max(batches) > 1
+        # a send to a conversation that does not exist fails alone
+        results = await asyncio.gather(
+            sender.send(conversation_id, "ok 1"),
+            sender.send(conversation_id, "ok 2"),
+            sender.send("f" * 64, "nowhere"),
+            sender.send(conversation_id, "ok 3"),
+            return_exceptions=True,
+        )
+        assert [r is None for r in results] == [True, True, False, True]
+        error = results[2]
+        assert isinstance(error, BridgeError)
+        assert error.status == 404
+        assert [(await seen.next()).text for _ in range(3)] == ["ok 1", "ok 2", "ok 3"]
 
 
 async def test_a_wrong_token_fails_at_start(running_bridge: RunningBridge) -> None:

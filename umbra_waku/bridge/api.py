@@ -236,6 +236,15 @@ def _float_query(request: web.Request, name: str, default: float, high: float) -
     return value
 
 
+def _bool_query(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "")
+    if text in ("", "0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise ApiError(422, "invalid_request", "must be true or false", name)
+
+
 def _decode_b64(text: str, name: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -499,6 +508,84 @@ async def send_message(request: web.Request) -> web.Response:
     return _json(_send_result(sent, delivery), _send_status(sent, delivery))
 
 
+def _item_error(
+    index: int, conversation_id: str, status: int, code: str, message: str, field: str | None
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "conversation_id": conversation_id,
+        "message_hash": None,
+        "delivery": None,
+        "error": {"code": code, "message": message, "field": field},
+    }
+
+
+@bot_route
+async def send_messages(request: web.Request) -> web.Response:
+    """Many messages in one request: validated as a whole, sealed in order and saved in one
+    transaction, published in order; each message gets its own result."""
+    bot = request[BOT_KEY]
+    body = await _body(request, models.SendBatchRequest)
+    contents = [
+        _content(m.text, m.domain, m.tag, m.data_b64, f"messages.{i}.")
+        for i, m in enumerate(body.messages)
+    ]
+    bridge = _bridge(request)
+    _require_accepting(bridge)
+    results: list[dict[str, Any] | None] = [None] * len(contents)
+    items: list[tuple[ConversationRecord, Content]] = []
+    where: list[int] = []
+    for i, (message, content) in enumerate(zip(body.messages, contents, strict=True)):
+        short = message.conversation_id
+        record = await bridge.conversation(bot.bot_id, short)
+        if record is None:
+            results[i] = _item_error(
+                i, short, 404, "not_found", "no such conversation", f"messages.{i}.conversation_id"
+            )
+        elif record.closed:
+            results[i] = _item_error(
+                i, short, 409, "conversation_closed", "the peer closed this conversation", None
+            )
+        else:
+            items.append((record, content))
+            where.append(i)
+    if items:
+        outcomes = await bridge.send_many(bot, items)
+        for i, outcome in zip(where, outcomes, strict=True):
+            short = body.messages[i].conversation_id
+            if isinstance(outcome, tuple):
+                sent, delivery = outcome
+                failed = delivery is Delivery.FAILED
+                results[i] = {
+                    "status": 502 if failed else 201 if delivery is Delivery.PUBLISHED else 202,
+                    "conversation_id": short,
+                    "message_hash": sent.message_hash.hex0x(),
+                    "delivery": delivery.value,
+                    "error": {
+                        "code": "publish_rejected",
+                        "message": "the node refused the message; it will not be retried",
+                        "field": None,
+                    }
+                    if failed
+                    else None,
+                }
+            elif isinstance(outcome, InvalidInput):
+                field = "text" if body.messages[i].text is not None else "data_b64"
+                results[i] = _item_error(
+                    i,
+                    short,
+                    422,
+                    "invalid_request",
+                    _one_line(str(outcome)),
+                    f"messages.{i}.{field}",
+                )
+            else:
+                results[i] = _item_error(
+                    i, short, 409, "conversation_closed", _one_line(str(outcome)), None
+                )
+    return _json({"results": results})
+
+
 @bot_route
 async def poll_events(request: web.Request) -> web.Response:
     bot = request[BOT_KEY]
@@ -520,11 +607,14 @@ async def poll_events(request: web.Request) -> web.Response:
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """The WebSocket event stream: every event with seq > after, in order, then live ones.
 
-    Events are read from the store a page at a time and each send waits for the socket to drain,
-    so a slow reader holds at most one page in memory.
+    Fresh events come from memory (:class:`~umbra_waku.bridge.service.Notifier`); older ones
+    are read from the store a page at a time. Each send waits for the socket to drain, so a slow
+    reader holds at most one page in memory. With ``batch=true`` a frame is a JSON array of
+    the events of one page (one or more) instead of one event.
     """
     bot = request[BOT_KEY]
     after = _int_query(request, "after", 0, 0, MAX_CURSOR)
+    batch = _bool_query(request, "batch")
     state = request.app[STATE]
     bridge = state.bridge
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, max_msg_size=64 * 1024)
@@ -533,6 +623,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     state.sockets.add(ws)
     bridge.metrics.websockets.inc()
+    bridge.notifier.follow(bot.bot_id)
     reader = asyncio.create_task(_drain_incoming(ws))
     try:
         while not ws.closed and not bridge.draining:
@@ -541,9 +632,13 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bot deleted")
                 break
             records = await bridge.events(bot.bot_id, after, PAGE_SIZE)
-            for record in records:
-                await ws.send_str(_dumps(event_json(record)))
-                after = record.seq
+            if records and batch:
+                await ws.send_str(_dumps([event_json(record) for record in records]))
+                after = records[-1].seq
+            else:
+                for record in records:
+                    await ws.send_str(_dumps(event_json(record)))
+                    after = record.seq
             if not records:
                 await _wait_any([bell.wait(), reader], None)
                 if reader.done():
@@ -553,6 +648,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
+        bridge.notifier.unfollow(bot.bot_id)
         state.sockets.discard(ws)
         bridge.metrics.websockets.dec()
         if not ws.closed:
@@ -597,6 +693,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/conversations", start_conversation),
     ("GET", "/v1/conversations/{conversation_id}", get_conversation),
     ("POST", "/v1/conversations/{conversation_id}/messages", send_message),
+    ("POST", "/v1/messages", send_messages),
     ("GET", "/v1/events", stream_events),
     ("GET", "/v1/events/poll", poll_events),
 )

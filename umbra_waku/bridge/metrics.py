@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,6 +17,9 @@ class BridgeMetrics:
     listener."""
 
     def __init__(self) -> None:
+        # labelled children, looked up once (labels() costs more than inc())
+        self._envelope_children: dict[tuple[object, bool], Any] = {}
+        self._publish_children: dict[object, Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.envelopes = Counter(
@@ -59,12 +64,23 @@ class BridgeMetrics:
 
     def observe(self, event: ClientEvent) -> None:
         if isinstance(event, Classified):
-            source = "backfill" if event.backfill else "live"
-            self.envelopes.labels(str(event.state), source).inc()
+            key = (event.state, event.backfill)
+            child = self._envelope_children.get(key)
+            if child is None:
+                source = "backfill" if event.backfill else "live"
+                child = self._envelope_children[key] = self.envelopes.labels(
+                    str(event.state), source
+                )
+            child.inc()
             if event.latency is not None:
                 self.delivery_latency.observe(event.latency)
         elif isinstance(event, Published):
-            self.publishes.labels(str(event.delivery)).inc()
+            published = self._publish_children.get(event.delivery)
+            if published is None:
+                published = self._publish_children[event.delivery] = self.publishes.labels(
+                    str(event.delivery)
+                )
+            published.inc()
             self.publish_attempts.inc(event.attempts)
         elif isinstance(event, Backfilled):
             self.backfills.labels("ok" if event.ok else "failed").inc()

@@ -75,6 +75,27 @@ class SendMessageRequest(_Request):
     )
 
 
+#: Most messages in one POST /v1/messages.
+MAX_BATCH = 1000
+
+
+class BatchMessage(SendMessageRequest):
+    """One message of a batch: its conversation, and the content as for one message."""
+
+    conversation_id: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="Conversation.id (64 lowercase hex)"
+    )
+
+
+class SendBatchRequest(_Request):
+    messages: list[BatchMessage] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="sealed in this order and saved in one transaction, then published in "
+        "this order",
+    )
+
+
 # ---- responses ----
 
 
@@ -134,6 +155,21 @@ class SendResult(_Response):
     )
 
 
+class BatchResult(_Response):
+    """The outcome of one message of a batch: ``status`` is what POST
+    /v1/conversations/{id}/messages would have answered for it alone."""
+
+    status: int = Field(description="201 published, 202 pending; or 404, 409, 422, 502")
+    conversation_id: str
+    message_hash: str | None = Field(None, description="when saved (201, 202, 502)")
+    delivery: Literal["published", "pending", "failed"] | None = None
+    error: ErrorDetail | None = Field(None, description="when status >= 400")
+
+
+class SendBatchResult(_Response):
+    results: list[BatchResult] = Field(description="one per message, in the request's order")
+
+
 class StartedConversation(_Response):
     conversation: Conversation
     invitation: SendResult
@@ -175,6 +211,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     CreateBotRequest,
     StartConversationRequest,
     SendMessageRequest,
+    SendBatchRequest,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,
@@ -184,6 +221,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ConversationList,
     StartedConversation,
     SendResult,
+    SendBatchResult,
     Conversation,
     Event,
     EventPage,

@@ -251,6 +251,32 @@ def _paths() -> Json:
                 parameters=[_CONVERSATION_ID],
             )
         },
+        "/v1/messages": {
+            "post": _operation(
+                "sendMessages",
+                "Send many messages in one request (a batch)",
+                "bot",
+                _BOT,
+                {
+                    "200": _json_body(
+                        "SendBatchResult",
+                        "Handled: one result per message, in order, each with the status the "
+                        "one-message route would have answered for it",
+                    ),
+                    **_errors(400, 401, 403, 413, 422, 503),
+                },
+                description="Each message is {conversation_id, text} or {conversation_id, "
+                "domain, tag, data_b64}. The body is validated as a whole (422 names "
+                "messages.N.field). The messages are sealed in order and saved in ONE "
+                "transaction (all or none: 503 storage_unavailable saves none), then published "
+                "in order. Messages to an unknown (404) or closed (409) conversation are "
+                "refused alone; the others are sent.",
+                body={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SendBatchRequest")}},
+                },
+            )
+        },
         "/v1/events": {
             "get": _operation(
                 "streamEvents",
@@ -260,7 +286,8 @@ def _paths() -> Json:
                 {
                     "101": {
                         "description": "Switching to WebSocket: one text frame per event, "
-                        "each an Event (JSON), in seq order; close code 1001 when the bridge "
+                        "each an Event (JSON), in seq order; with batch=true each frame is a "
+                        "JSON array of one or more Events; close code 1001 when the bridge "
                         "shuts down"
                     },
                     **_errors(400, 401, 403, 422),
@@ -268,7 +295,14 @@ def _paths() -> Json:
                 description="Sends every event with seq > after, in order, then each new one "
                 "as it is stored. Reconnect with after = the last seq you processed to get "
                 "exactly what you missed. Send the Authorization header with the upgrade request.",
-                parameters=[_AFTER],
+                parameters=[
+                    _AFTER,
+                    _query(
+                        "batch",
+                        "true: each frame is a JSON array of events (fewer frames when busy)",
+                        {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"},
+                    ),
+                ],
             )
         },
         "/v1/events/poll": {

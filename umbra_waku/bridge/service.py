@@ -20,7 +20,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ from umbra_waku.bridge.store import (
     ConversationRecord,
     EventRecord,
     NewEvent,
+    Received,
+    Sealed,
     Store,
     short_id,
 )
@@ -51,8 +53,8 @@ from umbra_waku.client import (
     Sent,
     UmbraClient,
 )
-from umbra_waku.conversations.private import PRIVATE_TOPIC
-from umbra_waku.errors import ConversationError, StateError, TransportError
+from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
+from umbra_waku.errors import ConversationError, StateError, TransportError, UmbraWakuError
 from umbra_waku.frames import Content
 from umbra_waku.identity import Identity, inbox_address_of, inbox_content_topic
 from umbra_waku.session import Session
@@ -67,6 +69,13 @@ DATABASE_FILE = "bridge.sqlite3"
 DEDUPE_CAPACITY = 100_000
 #: Conversation records kept in memory for the API (most recently used), by (bot, short id).
 CONVERSATION_CACHE = 4_096
+#: Newest events kept in memory per bot with an open event stream (pushed from there), at most
+#: this many and this many bytes of content: a stalled reader costs little memory, its stream
+#: then catches up from the database.
+RECENT_EVENTS = 512
+RECENT_BYTES = 256 * 1024
+#: Seconds between two passes of the event retention.
+PRUNE_INTERVAL = 10.0
 _DUMMY_HASH = hashlib.sha256(b"no such bot").digest()
 
 
@@ -109,10 +118,15 @@ class BotInfo:
 
 
 class Notifier:
-    """Wakes the event streams of a bot when its events were stored."""
+    """Wakes the event streams of a bot when its events were stored, and keeps the newest
+    events of bots that have a stream open, so that streams send them without reading the
+    store (which they read only to catch up from an older cursor)."""
 
     def __init__(self) -> None:
         self._bells: dict[str, asyncio.Event] = {}
+        self._recent: dict[str, deque[EventRecord]] = {}
+        self._recent_bytes: dict[str, int] = {}
+        self._followers: Counter[str] = Counter()
         self.closed = asyncio.Event()
 
     def bell(self, bot_id: str) -> asyncio.Event:
@@ -124,11 +138,60 @@ class Notifier:
         if bell is not None:
             bell.set()
 
+    def follow(self, bot_id: str) -> None:
+        """A stream of this bot opened: keep its newest events from now on."""
+        self._followers[bot_id] += 1
+        if bot_id not in self._recent:
+            self._recent[bot_id] = deque()
+            self._recent_bytes[bot_id] = 0
+
+    def unfollow(self, bot_id: str) -> None:
+        self._followers[bot_id] -= 1
+        if self._followers[bot_id] <= 0:
+            del self._followers[bot_id]
+            self._recent.pop(bot_id, None)
+            self._recent_bytes.pop(bot_id, None)
+
+    def stored(self, bot_id: str, records: Sequence[EventRecord]) -> None:
+        """These events of the bot are durable (in seq order): keep them if followed, ring."""
+        recent = self._recent.get(bot_id)
+        if recent is not None and records:
+            size = self._recent_bytes[bot_id]
+            if recent and recent[-1].seq + 1 != records[0].seq:
+                recent.clear()  # not contiguous (never expected): streams read the store
+                size = 0
+            for record in records:
+                recent.append(record)
+                size += _size(record)
+            while recent and (len(recent) > RECENT_EVENTS or size > RECENT_BYTES):
+                size -= _size(recent.popleft())
+            self._recent_bytes[bot_id] = size
+        self.ring(bot_id)
+
+    def after(self, bot_id: str, after: int, limit: int) -> list[EventRecord] | None:
+        """The kept events with seq > ``after`` (at most ``limit``); None when the kept ones do
+        not reach back to ``after`` + 1 (then read the store)."""
+        recent = self._recent.get(bot_id)
+        if not recent:
+            return None
+        first = recent[0].seq
+        if after + 1 < first:
+            return None
+        start = after + 1 - first
+        if start >= len(recent):
+            return []
+        return [recent[i] for i in range(start, min(len(recent), start + limit))]
+
     def close(self) -> None:
         self.closed.set()
         for bell in self._bells.values():
             bell.set()
         self._bells.clear()
+
+
+def _size(record: EventRecord) -> int:
+    data = record.event.data
+    return 200 + (len(data) if data else 0)  # about what a record holds besides its content
 
 
 def _new_events(event: InboundEvent) -> list[NewEvent]:
@@ -220,6 +283,47 @@ class BridgeLedger:
                 self._bridge.metrics.events.labels(new.kind).inc()
             self._bridge.notifier.ring(bot.bot_id)
 
+    async def received_many(
+        self,
+        conversations: Sequence[ConversationState],
+        events: Sequence[tuple[InboundEvent, MessageHash]],
+    ) -> None:
+        bridge = self._bridge
+        records = []
+        for state in conversations:
+            bot = bridge.bot_by_address(state.client_address)
+            if bot is not None:  # else removed meanwhile
+                records.append(_record(bot.bot_id, state))
+        batch = []
+        for event, message_hash in events:
+            bot = bridge.bot_by_address(event.client_address)
+            if bot is not None:
+                batch.append(Received(bot.bot_id, _new_events(event), bytes(message_hash)))
+        if not batch:
+            return
+        received_at_ms = _now_ms()
+        try:
+            seqs = await self._store.record_received_many(records, batch, received_at_ms)
+        except BaseException:
+            for record in records:
+                bridge.forget_conversation(record.bot_id, record.short_id)
+            raise
+        for record in records:
+            bridge.remember_conversation(record)
+        stored: dict[str, list[EventRecord]] = {}
+        kinds: Counter[str] = Counter()
+        for item, item_seqs in zip(batch, seqs, strict=True):
+            if not item_seqs:
+                continue
+            out = stored.setdefault(item.bot_id, [])
+            for seq, new in zip(item_seqs, item.events, strict=True):
+                out.append(EventRecord(seq, received_at_ms, new))
+                kinds[new.kind] += 1
+        for kind, count in kinds.items():
+            bridge.metrics.events.labels(kind).inc(count)
+        for bot_id, bot_records in stored.items():
+            bridge.notifier.stored(bot_id, bot_records)
+
     async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
         bot = self._bridge.bot_by_address(conversation.client_address)
         if bot is None:
@@ -236,8 +340,43 @@ class BridgeLedger:
         self._bridge.remember_conversation(record)
         return key
 
+    async def sealed_many(
+        self,
+        conversations: Sequence[ConversationState],
+        messages: Sequence[tuple[str, WakuMessage]],
+    ) -> list[int]:
+        bridge = self._bridge
+        bot = bridge.bot_by_address(conversations[0].client_address)
+        if bot is None:
+            raise ConversationError("the bot was removed")
+        records = [_record(bot.bot_id, state) for state in conversations]
+        sealed = []
+        for conversation_id, message in messages:
+            assert message.timestamp is not None
+            sealed.append(
+                Sealed(
+                    bot.bot_id,
+                    conversation_id,
+                    message.content_topic,
+                    message.payload,
+                    message.timestamp,
+                )
+            )
+        try:
+            keys = await self._store.record_sealed_many(records, sealed)
+        except BaseException:
+            for record in records:
+                bridge.forget_conversation(record.bot_id, record.short_id)
+            raise
+        for record in records:
+            bridge.remember_conversation(record)
+        return keys
+
     async def published(self, key: int, message_hash: MessageHash) -> None:
         await self._store.mark_published(key, bytes(message_hash))
+
+    async def published_many(self, keys: Sequence[int]) -> None:
+        await self._store.mark_published_many(keys)
 
     async def failed(self, key: int, reason: str) -> None:
         await self._store.mark_failed(key, reason)
@@ -282,6 +421,7 @@ class Bridge:
         self._client_options = client_options
         self._client: UmbraClient | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._bots: dict[str, BotInfo] = {}
         self._by_address: dict[str, str] = {}
         self._admin_hash = _DUMMY_HASH
@@ -332,25 +472,31 @@ class Bridge:
             self._opened = False
             raise
         self._connector = asyncio.create_task(self._connect(client), name="umbra-bridge-connect")
+        self._pruner = asyncio.create_task(self._prune(), name="umbra-bridge-retention")
+
+    async def _prune(self) -> None:
+        """The event retention: every bot keeps its newest ``event_retention`` events."""
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                deleted = await self.store.prune_events(self.settings.event_retention)
+            except Exception as exc:  # noqa: BLE001 -- tried again next time
+                log.warning("event retention failed: %s", exc)
+                continue
+            if deleted:
+                log.info("event retention deleted %d events", deleted)
 
     async def _restore(self, client: UmbraClient) -> None:
-        by_bot: dict[str, list[ConversationRecord]] = defaultdict(list)
-        for record in await self.store.conversations():
-            by_bot[record.bot_id].append(record)
+        # bot by bot, a page of rows at a time: never every state blob in memory at once
         for bot in await self.store.list_bots():
             identity = Identity(bot.private_key)
             session = Session(identity)
-            for record in by_bot.get(bot.bot_id, ()):
-                state = ConversationState(
-                    identity.client_address,
-                    record.conversation_id,
-                    record.peer,
-                    record.initiator,
-                    record.created_at_ms,
-                    record.closed,
-                    record.state,
-                )
-                session.add_conversation(state.restore())
+            async for page in self.store.conversation_pages(bot.bot_id):
+                for record in page:
+                    conversation = PrivateV1.from_state(record.state)
+                    conversation.closed = record.closed
+                    session.add_conversation(conversation)
+                del page
             self._register(bot, identity.client_address)
             client.add(session)
         log.info("restored %d bots", len(self._bots))
@@ -378,10 +524,10 @@ class Bridge:
     async def stop(self) -> None:
         """Finish in-flight publishes, stop the client and close the store."""
         self.begin_drain()
-        connector = self._connector
-        if connector is not None and not connector.done():
-            connector.cancel()
-            await asyncio.gather(connector, return_exceptions=True)
+        for task in (self._connector, self._pruner):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._client is not None:
             if self._client.started or self._client.failure is not None:
                 await self._client.close()
@@ -552,7 +698,34 @@ class Bridge:
         )
         return sent, await sent.wait(self.settings.publish_wait)
 
+    async def send_many(
+        self, bot: BotInfo, items: Sequence[tuple[ConversationRecord, Content]]
+    ) -> list[tuple[Sent, Delivery] | UmbraWakuError]:
+        """Seal every item (in order) and save them in one transaction, then publish them;
+        each item's (Sent, Delivery) once the node answered (or ``publish_wait`` passed), or
+        the error that refused that item alone."""
+        results = await self.client.send_many(
+            [(record.conversation_id, content) for record, content in items],
+            sender=bot.client_address,
+        )
+        futures = [result.task for result in results if isinstance(result, Sent)]
+        if futures:
+            await asyncio.wait(futures, timeout=self.settings.publish_wait)
+        out: list[tuple[Sent, Delivery] | UmbraWakuError] = []
+        for result in results:
+            if isinstance(result, Sent):
+                task = result.task
+                done = task.done() and not task.cancelled()
+                out.append((result, task.result() if done else Delivery.PENDING))
+            else:
+                out.append(result)
+        return out
+
     async def events(self, bot_id: str, after: int, limit: int) -> list[EventRecord]:
+        """Events after a cursor: from memory when the stream's recent events cover it."""
+        recent = self.notifier.after(bot_id, after, limit)
+        if recent is not None:
+            return recent
         return await self.store.events(bot_id, after, limit)
 
     # ---- health ----

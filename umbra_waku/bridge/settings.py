@@ -125,6 +125,14 @@ class BridgeSettings(BaseSettings):
         "that it answers 202 and the bridge keeps retrying in the background",
         json_schema_extra={"metavar": "SECONDS"},
     )
+    event_retention: int = Field(
+        100_000,
+        ge=1_000,
+        le=10**12,
+        description="events kept per bot (the newest); older ones are deleted every few "
+        "seconds, so a bot whose cursor falls further behind misses the oldest",
+        json_schema_extra={"metavar": "N"},
+    )
     backfill_margin: float = Field(
         20.0,
         ge=0,

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ from umbra_waku.bridge.store import (
     EventRecord,
     NewEvent,
     OutboxRecord,
+    Received,
+    Sealed,
     short_id,
 )
 from umbra_waku.errors import StateError
@@ -47,6 +49,8 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 #: Message hashes kept for deduplication across restarts.
 KEEP_HASHES = 100_000
+#: Published outbox rows waiting for the next transaction before one is forced for them.
+PUBLISHED_BACKLOG = 1_024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -130,6 +134,14 @@ _BOT_CONVERSATIONS = (
     _SELECT_CONVERSATIONS + " WHERE bot_id = ? ORDER BY created_at_ms, conversation_id"
 )
 _ONE_CONVERSATION = _SELECT_CONVERSATIONS + " WHERE bot_id = ? AND short_id = ?"
+_CONVERSATION_PAGE = (
+    "SELECT rowid, bot_id, conversation_id, peer, initiator, created_at_ms, closed, state "
+    "FROM conversations WHERE bot_id = ? AND rowid > ? ORDER BY rowid LIMIT ?"
+)
+_INSERT_OUTBOX = """
+INSERT INTO outbox (bot_id, conversation_id, content_topic, payload, timestamp, created_at_ms)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
 
 _INSERT_EVENT = """
 INSERT INTO events (bot_id, seq, received_at_ms, kind, conversation_id, peer, message_hash,
@@ -147,6 +159,10 @@ _CONVERSATION_EVENTS = _SELECT_EVENTS + " AND conversation_id = ? ORDER BY seq L
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A write that only makes a group transaction happen."""
 
 
 @dataclass(slots=True)
@@ -219,6 +235,10 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._flush_queued = False
+        # Outbox rows published but not deleted yet: deleted by the next group transaction
+        # (that needs no transaction of its own: a row still there is only republished, and
+        # the network drops the copy by message hash).
+        self._published: list[int] = []
         #: Group transactions committed, and writes they carried (for tests and metrics).
         self.commits = 0
         self.writes = 0
@@ -259,14 +279,19 @@ class SqliteStore:
         """On the database thread: every waiting write in one transaction, one COMMIT."""
         with self._lock:
             batch, self._pending = self._pending, []
+            published, self._published = self._published, []
             self._flush_queued = False
         if not batch:
+            with self._lock:
+                self._published[:0] = published
             return
         outcomes: list[tuple[bool, Any]] = []
         try:
             db = self._conn
             db.execute("BEGIN IMMEDIATE")
             try:
+                if published:
+                    self._delete_published(db, published)
                 if len(batch) == 1:  # alone: the transaction is its savepoint
                     outcomes.append((True, batch[0].fn(db, *batch[0].args)))
                 else:
@@ -290,6 +315,8 @@ class SqliteStore:
                         db.execute("ROLLBACK")
                 raise
         except BaseException as exc:  # nothing of the group is durable: every caller fails
+            with self._lock:
+                self._published[:0] = published
             self._resolve([(write, False, exc) for write in batch])
             if not isinstance(exc, Exception):
                 raise
@@ -363,7 +390,14 @@ class SqliteStore:
 
     def _close(self) -> None:
         db, self._db = self._db, None
+        with self._lock:
+            published, self._published = self._published, []
         if db is not None:
+            if published:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("BEGIN IMMEDIATE")
+                    self._delete_published(db, published)
+                    db.execute("COMMIT")
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.close()
@@ -412,6 +446,24 @@ class SqliteStore:
             rows = self._conn.execute(_BOT_CONVERSATIONS, (bot_id,))
         return [_conversation(row) for row in rows]
 
+    async def conversation_pages(
+        self, bot_id: str, page: int = 1000
+    ) -> AsyncIterator[list[ConversationRecord]]:
+        after = 0
+        while True:
+            after, records = await self._run(self._conversation_page, bot_id, after, page)
+            if not records:
+                return
+            yield records
+
+    def _conversation_page(
+        self, bot_id: str, after: int, page: int
+    ) -> tuple[int, list[ConversationRecord]]:
+        rows = self._conn.execute(_CONVERSATION_PAGE, (bot_id, after, page)).fetchall()
+        if not rows:
+            return after, []
+        return int(rows[-1]["rowid"]), [_conversation(row) for row in rows]
+
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
         return await self._run(self._conversation, bot_id, short)
 
@@ -449,6 +501,78 @@ class SqliteStore:
             self._record_received, conversation, events, message_hash, received_at_ms
         )
 
+    async def record_received_many(
+        self,
+        conversations: Sequence[ConversationRecord],
+        batch: Sequence[Received],
+        received_at_ms: int,
+    ) -> list[list[int]]:
+        return await self._write(self._record_received_many, conversations, batch, received_at_ms)
+
+    def _record_received_many(
+        self,
+        db: sqlite3.Connection,
+        conversations: Sequence[ConversationRecord],
+        batch: Sequence[Received],
+        received_at_ms: int,
+    ) -> list[list[int]]:
+        # one sequence-number update per bot, one insert of every event, one of every hash
+        wanted: dict[str, int] = {}
+        for item in batch:
+            wanted[item.bot_id] = wanted.get(item.bot_id, 0) + len(item.events)
+        next_seq: dict[str, int] = {}
+        for bot_id, count in wanted.items():
+            row = db.execute(
+                "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
+                (count, bot_id),
+            ).fetchone()
+            if row is not None:  # else the bot was deleted meanwhile: nothing of it is kept
+                next_seq[bot_id] = row[0] - count + 1
+        out: list[list[int]] = []
+        rows = []
+        hashes = []
+        for item in batch:
+            first = next_seq.get(item.bot_id)
+            if first is None:
+                out.append([])
+                continue
+            seqs = list(range(first, first + len(item.events)))
+            next_seq[item.bot_id] = first + len(item.events)
+            out.append(seqs)
+            hashes.append((item.message_hash, received_at_ms))
+            for seq, event in zip(seqs, item.events, strict=True):
+                rows.append(
+                    (
+                        item.bot_id,
+                        seq,
+                        received_at_ms,
+                        event.kind,
+                        event.conversation_id,
+                        event.peer,
+                        event.message_hash,
+                        event.domain,
+                        event.tag,
+                        event.data,
+                        event.sent_at_ms,
+                        event.created_at_ms,
+                        event.reason,
+                    )
+                )
+        db.executemany(_INSERT_EVENT, rows)
+        db.executemany("INSERT OR IGNORE INTO seen_hashes (hash, seen_at_ms) VALUES (?, ?)", hashes)
+        exists: dict[str, bool] = {}
+        for conversation in conversations:
+            bot_id = conversation.bot_id
+            if bot_id not in exists:
+                exists[bot_id] = bot_id in next_seq or self._bot_exists(db, bot_id)
+            if exists[bot_id]:
+                self._upsert(db, conversation)
+        return out
+
+    @staticmethod
+    def _bot_exists(db: sqlite3.Connection, bot_id: str) -> bool:
+        return db.execute("SELECT 1 FROM bots WHERE bot_id = ?", (bot_id,)).fetchone() is not None
+
     def _record_received(
         self,
         db: sqlite3.Connection,
@@ -457,20 +581,35 @@ class SqliteStore:
         message_hash: bytes,
         received_at_ms: int,
     ) -> list[int]:
-        row = db.execute(
-            "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
-            (len(events), conversation.bot_id),
-        ).fetchone()
-        if row is None:
+        seqs = self._append_received(db, conversation.bot_id, events, message_hash, received_at_ms)
+        if seqs is None:
             return []  # the bot was deleted meanwhile
         self._upsert(db, conversation)
+        return seqs
+
+    def _append_received(
+        self,
+        db: sqlite3.Connection,
+        bot_id: str,
+        events: Sequence[NewEvent],
+        message_hash: bytes,
+        received_at_ms: int,
+    ) -> list[int] | None:
+        """The events (with the bot's next seqs) and the hash, not the conversation; None if
+        the bot does not exist."""
+        row = db.execute(
+            "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
+            (len(events), bot_id),
+        ).fetchone()
+        if row is None:
+            return None
         first = row[0] - len(events) + 1
         seqs = list(range(first, row[0] + 1))
         db.executemany(
             _INSERT_EVENT,
             [
                 (
-                    conversation.bot_id,
+                    bot_id,
                     seq,
                     received_at_ms,
                     event.kind,
@@ -492,6 +631,20 @@ class SqliteStore:
             (message_hash, received_at_ms),
         )
         return seqs
+
+    async def prune_events(self, keep: int) -> int:
+        return await self._write(self._prune_events, keep)
+
+    @staticmethod
+    def _prune_events(db: sqlite3.Connection, keep: int) -> int:
+        deleted = 0
+        for bot_id, last_seq in db.execute("SELECT bot_id, last_seq FROM bots").fetchall():
+            if last_seq > keep:
+                cursor = db.execute(
+                    "DELETE FROM events WHERE bot_id = ? AND seq <= ?", (bot_id, last_seq - keep)
+                )
+                deleted += max(0, cursor.rowcount)
+        return deleted
 
     async def events(
         self, bot_id: str, after: int, limit: int, conversation_id: str | None = None
@@ -545,8 +698,7 @@ class SqliteStore:
     ) -> int:
         self._upsert(db, conversation)
         cursor = db.execute(
-            "INSERT INTO outbox (bot_id, conversation_id, content_topic, payload, timestamp, "
-            "created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            _INSERT_OUTBOX,
             (
                 conversation.bot_id,
                 conversation.conversation_id,
@@ -560,19 +712,59 @@ class SqliteStore:
         assert outbox_id is not None
         return outbox_id
 
+    async def record_sealed_many(
+        self, conversations: Sequence[ConversationRecord], messages: Sequence[Sealed]
+    ) -> list[int]:
+        return await self._write(self._record_sealed_many, conversations, messages)
+
+    def _record_sealed_many(
+        self,
+        db: sqlite3.Connection,
+        conversations: Sequence[ConversationRecord],
+        messages: Sequence[Sealed],
+    ) -> list[int]:
+        for conversation in conversations:
+            self._upsert(db, conversation)
+        if not messages:
+            return []
+        now = _now_ms()
+        db.executemany(
+            _INSERT_OUTBOX,
+            [
+                (m.bot_id, m.conversation_id, m.content_topic, m.payload, m.timestamp, now)
+                for m in messages
+            ],
+        )
+        # AUTOINCREMENT and one writer: the rows just inserted have the last ids, in order
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        last = int(row[0])
+        return list(range(last - len(messages) + 1, last + 1))
+
     async def mark_published(self, outbox_id: int, message_hash: bytes) -> None:
-        await self._write(self._mark_published, outbox_id, message_hash)
+        await self.mark_published_many([outbox_id])
+
+    async def mark_published_many(self, outbox_ids: Sequence[int]) -> None:
+        """Published rows are deleted by the next group transaction, whoever asks for it (no
+        fsync of their own); :meth:`pending_outbox` no longer lists them meanwhile. A crash
+        before that commit republishes the same bytes, which the network and the receivers
+        drop by message hash."""
+        if self._executor is None:
+            raise StateError("the bridge database is not open")
+        with self._lock:
+            self._published.extend(outbox_ids)
+            many = len(self._published) >= PUBLISHED_BACKLOG
+        if many:  # nobody else is writing: a transaction of their own
+            await self._write(_nothing)
+
+    @staticmethod
+    def _delete_published(db: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
+        db.executemany(
+            "DELETE FROM outbox WHERE outbox_id = ? AND status = 'pending'",
+            [(outbox_id,) for outbox_id in outbox_ids],
+        )
 
     async def mark_failed(self, outbox_id: int, reason: str) -> None:
         await self._write(self._mark_failed, outbox_id, reason[:500])
-
-    def _mark_published(self, db: sqlite3.Connection, outbox_id: int, message_hash: bytes) -> None:
-        # the payload is not needed any more: keep the row small
-        db.execute(
-            "UPDATE outbox SET status = 'published', message_hash = ?, payload = x'', "
-            "done_at_ms = ? WHERE outbox_id = ? AND status = 'pending'",
-            (message_hash, _now_ms(), outbox_id),
-        )
 
     def _mark_failed(self, db: sqlite3.Connection, outbox_id: int, reason: str) -> None:
         db.execute(
@@ -589,7 +781,9 @@ class SqliteStore:
             "SELECT outbox_id, bot_id, conversation_id, content_topic, payload, timestamp "
             "FROM outbox WHERE status = 'pending' ORDER BY outbox_id"
         )
-        return [OutboxRecord(*row) for row in rows]
+        with self._lock:
+            published = set(self._published)
+        return [OutboxRecord(*row) for row in rows if row[0] not in published]
 
     # ---- backfill ----
 

@@ -7,6 +7,11 @@ same methods. The contract that makes a crash lose nothing acknowledged:
   (with the bot's next sequence numbers) and the Waku message hash in ONE transaction;
 - :meth:`Store.record_sealed` writes a conversation's new ratchet state and the outbox row (the
   exact payload and timestamp to publish) in ONE transaction;
+- the ``*_many`` variants do the same for a batch (many received messages, many sealed messages)
+  in ONE transaction: all of the batch or nothing;
+- a published outbox row is deleted (the network deduplicates a republished message by hash, and
+  the bridge remembers received hashes); events are kept up to the retention (the newest
+  ``event_retention`` per bot, see :meth:`Store.prune_events`);
 - every committed transaction is durable (SQLite: WAL with synchronous=FULL);
 - a write returns only once it is durable, whether it had a transaction of its own or shared one
   with other writes (SQLite: group commit, one SAVEPOINT per write).
@@ -21,7 +26,7 @@ Event sequence numbers are per bot, start at 1 and only grow: they are the event
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -57,7 +62,7 @@ class ConversationRecord:
         return short_id(self.conversation_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen init costs
 class NewEvent:
     """What a bot is told, before it gets its sequence number."""
 
@@ -73,11 +78,31 @@ class NewEvent:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen init costs
 class EventRecord:
     seq: int
     received_at_ms: int
     event: NewEvent
+
+
+@dataclass(slots=True)  # not frozen: built per message, frozen init costs
+class Received:
+    """One received message of a batch: the bot it is for, its events, its hash."""
+
+    bot_id: str
+    events: Sequence[NewEvent]
+    message_hash: bytes
+
+
+@dataclass(slots=True)  # not frozen: built per message, frozen init costs
+class Sealed:
+    """One sealed message of a batch, to publish byte for byte."""
+
+    bot_id: str
+    conversation_id: str
+    content_topic: str
+    payload: bytes = field(repr=False)
+    timestamp: int  # Unix ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +138,12 @@ class Store(Protocol):
     async def conversations(self, bot_id: str | None = None) -> list[ConversationRecord]:
         """A bot's conversations, oldest first (every bot's with None)."""
 
+    def conversation_pages(
+        self, bot_id: str, page: int = 1000
+    ) -> AsyncIterator[list[ConversationRecord]]:
+        """A bot's conversations, ``page`` records at a time (in storage order), so that a
+        restore never holds every state blob at once."""
+
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None: ...
 
     # ---- receiving ----
@@ -126,6 +157,19 @@ class Store(Protocol):
     ) -> list[int]:
         """ONE transaction: upsert the conversation, append the events, remember the hash.
         Returns the events' sequence numbers ([] if the bot no longer exists)."""
+
+    async def record_received_many(
+        self,
+        conversations: Sequence[ConversationRecord],
+        batch: Sequence[Received],
+        received_at_ms: int,
+    ) -> list[list[int]]:
+        """ONE transaction: upsert the conversations (their latest states), append each
+        message's events and remember its hash, in order. Returns each message's sequence
+        numbers ([] for a bot that no longer exists; its conversations are skipped)."""
+
+    async def prune_events(self, keep: int) -> int:
+        """Delete every bot's events but its newest ``keep``; returns how many were deleted."""
 
     async def events(
         self, bot_id: str, after: int, limit: int, conversation_id: str | None = None
@@ -144,7 +188,17 @@ class Store(Protocol):
     ) -> int:
         """ONE transaction: upsert the conversation, add the outbox row; returns its id."""
 
-    async def mark_published(self, outbox_id: int, message_hash: bytes) -> None: ...
+    async def record_sealed_many(
+        self, conversations: Sequence[ConversationRecord], messages: Sequence[Sealed]
+    ) -> list[int]:
+        """ONE transaction: upsert the conversations (their latest state), add the outbox rows in
+        order; returns their ids."""
+
+    async def mark_published(self, outbox_id: int, message_hash: bytes) -> None:
+        """The node accepted the row: it is deleted."""
+
+    async def mark_published_many(self, outbox_ids: Sequence[int]) -> None:
+        """The node accepted these rows: they are deleted (one transaction)."""
 
     async def mark_failed(self, outbox_id: int, reason: str) -> None: ...
 
