@@ -1457,17 +1457,17 @@ class UmbraClient:
         changed: dict[tuple[str, str], Session] = {}
         inbound: list[tuple[InboundEvent, MessageHash]] = []
         emitted: list[ClientEvent] = []
-        work = deque(items)
+        queue = items
         write: asyncio.Task[None] | None = None
         try:
-            while work:
-                item = work.popleft()
-                event, outcome = await self._classify(item, held, changed)
-                if event is not None:
-                    inbound.append((event, item.received.hash))
-                    emitted.append(event)
-                emitted.append(outcome)
-                work.extend(self._parked.take_ready())  # the window moved onto parked ones
+            while queue:
+                chunk, queue = _unique_prefix(queue)
+                for item, event, outcome in await self._classify_chunk(chunk, held, changed):
+                    if event is not None:
+                        inbound.append((event, item.received.hash))
+                        emitted.append(event)
+                    emitted.append(outcome)
+                queue.extend(self._parked.take_ready())  # the window moved onto parked ones
             if inbound:
                 states = [
                     ConversationState.of(address, session.conversation(conversation_id))
@@ -1503,72 +1503,181 @@ class UmbraClient:
             state = by_key[event.client_address, event.conversation_id]
             await self.ledger.received(event, state, message_hash)
 
-    async def _classify(
+    async def _classify_chunk(
         self,
-        item: _Inbound,
+        chunk: list[_Inbound],
         held: dict[str, asyncio.Lock],
         changed: dict[tuple[str, str], Session],
-    ) -> tuple[InboundEvent | None, Classified]:
-        """One message of a batch: its inbound event (if readable) and its classification."""
-        received = item.received
-        message = received.message
-        topic = message.content_topic
-        source, backfill = received.source, item.backfill
+    ) -> list[tuple[_Inbound, InboundEvent | None, Classified]]:
+        """Classify messages with distinct hashes: each session classifies the ones it may read
+        in one ``Session.classify_many`` call per run of one topic, so that its hint index's
+        memory is fetched ahead (docs/performance.md, section 1). Results are those of
+        classifying the messages one by one, session after session, in order:
 
-        if self._recent.seen(received.hash):
-            return None, Classified("duplicate", topic, received.hash, source, backfill)
-        if topic == PRIVATE_TOPIC:
-            targets: Iterable[str] = list(self._sessions)
-        else:
-            owner = self._inbox_owner.get(topic)
-            targets = () if owner is None else (owner,)
-        state: State = State.NOT_FOR_ME
-        found: str | None = None
-        reason: str | None = None
-        latency: float | None = None
-        result: Classification | None = None
-        inbound: InboundEvent | None = None
-        for address in targets:
+        - a session classifies its messages in their order (its state changes in that order),
+          and sessions are independent, so session after session gives each the same sequence;
+        - a private-topic message goes to the next session only while none read it and none
+          found it malformed for every session (the one-by-one rule);
+        - a message that matched nothing may become readable through a later message of the
+          chunk (an invitation, a window that moved): one at a time it would have been parked
+          and released by the move; here it is classified again after the chunk, while some
+          message of the previous pass was readable, and its new outcome comes after the
+          chunk's, as a released one's would.
+        """
+        n = len(chunk)
+        tracks = [_Track() for _ in range(n)]
+        private: list[int] = []
+        by_owner: dict[str, list[int]] = {}
+        for i, item in enumerate(chunk):
+            received = item.received
+            topic = received.message.content_topic
+            if self._recent.seen(received.hash):
+                tracks[i].duplicate = True
+            elif topic == PRIVATE_TOPIC:
+                private.append(i)
+            else:
+                owner = self._inbox_owner.get(topic)
+                if owner is not None:
+                    by_owner.setdefault(owner, []).append(i)
+
+        out: list[tuple[_Inbound, InboundEvent | None, Classified]] = []
+        readable = await self._classify_pass(chunk, tracks, private, by_owner, held, changed)
+        for i, item in enumerate(chunk):
+            out.append((item, tracks[i].event, self._outcome(item, tracks[i])))
+        # Again, for what matched nothing, while the previous pass read something.
+        again = [i for i in private if tracks[i].state is State.NOT_FOR_ME]
+        while readable and again:
+            for i in again:
+                tracks[i] = _Track()
+            readable = await self._classify_pass(chunk, tracks, again, {}, held, changed)
+            for i in again:
+                if tracks[i].state is not State.NOT_FOR_ME:
+                    out.append((chunk[i], tracks[i].event, self._outcome(chunk[i], tracks[i])))
+            again = [i for i in again if tracks[i].state is State.NOT_FOR_ME]
+        for i in private:
+            track = tracks[i]
+            if track.state is State.NOT_FOR_ME and isinstance(track.result, NotForMe):
+                # It may become readable later, once earlier messages of its conversation
+                # (delivered late, from the store) move the hint window: park it, and do not
+                # remember it as seen, so that a copy coming again is not dropped either.
+                self._parked.park(track.result.hint, chunk[i])
+        return out
+
+    async def _classify_pass(
+        self,
+        chunk: list[_Inbound],
+        tracks: list[_Track],
+        private: list[int],
+        by_owner: dict[str, list[int]],
+        held: dict[str, asyncio.Lock],
+        changed: dict[tuple[str, str], Session],
+    ) -> bool:
+        """One pass of :meth:`_classify_chunk` over the sessions; True if anything was read."""
+        readable = False
+        for address in list(self._sessions):
+            # this session's messages, in order: its inbox's and the private ones still open
+            mine = sorted(
+                [*by_owner.get(address, ()), *(i for i in private if not tracks[i].closed)]
+            )
+            if not mine:
+                continue
             session, lock = self._sessions.get(address), self._locks.get(address)
             if session is None or lock is None:
                 continue  # removed meanwhile
             if address not in held and lock.locked():
                 await lock.acquire()  # a send of this session is being saved: after it
                 held[address] = lock
-            result = session.classify(message.payload, topic)
-            if isinstance(result, Readable):
-                if address not in held:
-                    await lock.acquire()  # free: taken at once, no suspension
-                    held[address] = lock
-                inbound, conversation_id = _inbound_event(address, session, received, result)
-                changed[address, conversation_id] = session
-                state, found = State.READABLE, address
-                latency = None if backfill else _latency(message)
-                break
-            if isinstance(result, BadlyFormed):
-                state, reason = State.BADLY_FORMED, result.reason
-                if result.conversation_id is None:
-                    found = None
-                    break  # malformed for one session is malformed for every session
-                found = address
-        if state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
+            for topic, run in _topic_runs(chunk, mine):
+                results = session.classify_many(
+                    [chunk[i].received.message.payload for i in run], topic
+                )
+                for i, result in zip(run, results, strict=True):
+                    track = tracks[i]
+                    track.result = result
+                    if isinstance(result, Readable):
+                        if address not in held:
+                            await lock.acquire()  # free: taken at once, no suspension
+                            held[address] = lock
+                        received = chunk[i].received
+                        track.event, conversation_id = _inbound_event(
+                            address, session, received, result
+                        )
+                        changed[address, conversation_id] = session
+                        track.state, track.found, track.closed = State.READABLE, address, True
+                        track.latency = None if chunk[i].backfill else _latency(received.message)
+                        readable = True
+                    elif isinstance(result, BadlyFormed):
+                        track.state, track.reason = State.BADLY_FORMED, result.reason
+                        if result.conversation_id is None:
+                            # malformed for one session is malformed for every session
+                            track.found, track.closed = None, True
+                        else:
+                            track.found = address
+        return readable
+
+    def _outcome(self, item: _Inbound, track: _Track) -> Classified:
+        received = item.received
+        topic = received.message.content_topic
+        if track.duplicate:
+            return Classified("duplicate", topic, received.hash, received.source, item.backfill)
+        if track.state is not State.NOT_FOR_ME or topic != PRIVATE_TOPIC:
             self._recent.add(received.hash)
-        elif isinstance(result, NotForMe):
-            # It may become readable later, once earlier messages of its conversation (delivered
-            # late, from the store) move the hint window: park it, and do not remember it as
-            # seen, so that a copy coming again is not dropped as a duplicate either.
-            self._parked.park(result.hint, item)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s %s on %s: %s%s",
-                "backfilled" if backfill else "received",
+                "backfilled" if item.backfill else "received",
                 received.hash,
                 topic,
-                state,
-                f" ({reason})" if reason else "",
+                track.state,
+                f" ({track.reason})" if track.reason else "",
             )
-        outcome = Classified(state, topic, received.hash, source, backfill, found, reason, latency)
-        return inbound, outcome
+        return Classified(
+            track.state,
+            topic,
+            received.hash,
+            received.source,
+            item.backfill,
+            track.found,
+            track.reason,
+            track.latency,
+        )
+
+
+@dataclass(slots=True)
+class _Track:
+    """Where one message of a chunk stands while :meth:`UmbraClient._classify_chunk` runs."""
+
+    duplicate: bool = False
+    state: State = State.NOT_FOR_ME
+    closed: bool = False  # read, or malformed for every session: offered to no other session
+    found: str | None = None
+    reason: str | None = None
+    latency: float | None = None
+    result: Classification | None = None
+    event: InboundEvent | None = None
+
+
+def _unique_prefix(items: list[_Inbound]) -> tuple[list[_Inbound], list[_Inbound]]:
+    """The longest prefix without a repeated message hash, and the rest: a second copy is
+    classified once the first one's outcome is known (it is then a duplicate, or parked)."""
+    seen: set[MessageHash] = set()
+    for i, item in enumerate(items):
+        if item.received.hash in seen:
+            return items[:i], items[i:]
+        seen.add(item.received.hash)
+    return items, []
+
+
+def _topic_runs(chunk: list[_Inbound], indices: list[int]) -> list[tuple[str, list[int]]]:
+    """``indices`` (ascending) cut into maximal runs of one content topic."""
+    runs: list[tuple[str, list[int]]] = []
+    for i in indices:
+        topic = chunk[i].received.message.content_topic
+        if runs and runs[-1][0] == topic:
+            runs[-1][1].append(i)
+        else:
+            runs.append((topic, [i]))
+    return runs
 
 
 def _inbound_event(

@@ -291,3 +291,53 @@ async def test_messages_far_ahead_of_the_hint_window_are_parked_not_lost(
         assert sorted(texts) == sorted(f"m{i}" for i in range(3 * window))
         assert len(set(texts)) == len(texts)
         assert len(bob._parked) == 0
+
+
+async def test_one_batch_with_messages_before_their_invitation_and_a_repeat(
+    network_name: str,
+) -> None:
+    """Messages handled as one batch (one ``classify_many`` per session and topic) come out as
+    one at a time would: a message before its invitation is read once the invitation was, a
+    second copy in the same batch is a duplicate, every message exactly once, the conversation's
+    start first."""
+    url = f"memory://{network_name}"
+    alice = Session(Identity.generate())
+    async with (
+        connect(url) as wire,
+        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as bob,
+    ):
+        assert await bob.wait_live(2)
+        batches: list[int] = []
+        classify_many = bob.session.classify_many
+
+        def counted(payloads: Any, content_topic: str | None = None) -> Any:
+            batches.append(len(payloads))
+            return classify_many(payloads, content_topic)
+
+        bob.session.classify_many = counted  # type: ignore[method-assign]
+        stream = bob.events()
+        conversation, invitation = alice.invite(bob.client_address)
+        cid = conversation.conversation_id
+        m = [alice.send(cid, Content.text(f"m{i}")) for i in range(4)]
+        invite = WakuMessage.create(invitation.payload, invitation.content_topic)
+        copy = WakuMessage.create(m[0].payload, m[0].content_topic)
+        order = [
+            WakuMessage.create(m[2].payload, m[2].content_topic),
+            copy,
+            invite,
+            WakuMessage.create(m[1].payload, m[1].content_topic),
+            copy,  # the same Waku message again: same hash
+            WakuMessage.create(m[3].payload, m[3].content_topic),
+        ]
+        for message in order:
+            await wire.publish(message)
+        events: list[ClientEvent] = []
+        while len([e for e in events if isinstance(e, MessageReceived)]) < 4:
+            events.append(await next_of(stream, ConversationStarted | MessageReceived))
+        assert isinstance(events[0], ConversationStarted)
+        texts = sorted(e.content.as_text() for e in events if isinstance(e, MessageReceived))
+        assert texts == ["m0", "m1", "m2", "m3"]
+        assert max(batches) > 1, "the messages were not handled as one batch"
+        with pytest.raises(TimeoutError):  # nothing more comes: no message twice
+            await next_of(stream, MessageReceived, within=0.3)
+        assert len(bob._parked) == 0
