@@ -69,7 +69,6 @@ from tenacity import (
 
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
 from umbra_waku.errors import (
-    ConfigError,
     ConversationError,
     InvalidInput,
     TransportError,
@@ -96,6 +95,7 @@ from umbra_waku.transport import (
     Transport,
     fetch_history,
 )
+from umbra_waku.validation import check_int, check_seconds
 from umbra_waku.waku.dedupe import RecentHashes
 from umbra_waku.waku.message import MessageHash, WakuMessage
 
@@ -182,29 +182,20 @@ class ClientOptions:
             "queue_size",
             "publish_attempts",
             "backfill_attempts",
+            "event_buffer",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(name, f"{value!r} must be an integer >= 1")
-        if self.event_buffer < 1:
-            raise ConfigError("event_buffer", f"{self.event_buffer!r} must be >= 1")
+            check_int(name, getattr(self, name), 1)
         for name in (
             "publish_backoff",
             "publish_max_backoff",
-            "republish_interval",
             "resubscribe_max_backoff",
             "backfill_margin",
             "initial_lookback",
-            "checkpoint_interval",
-            "health_interval",
             "close_timeout",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(name, f"{value!r} must be a number of seconds >= 0")
+            check_seconds(name, getattr(self, name), positive=False)
         for name in ("republish_interval", "checkpoint_interval", "health_interval"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, "must be > 0")
+            check_seconds(name, getattr(self, name), positive=True)
 
 
 # ---------------------------------------------------------------------------------------------

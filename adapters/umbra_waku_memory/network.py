@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from umbra_waku.errors import ConfigError, InvalidInput, TransportClosed
 from umbra_waku.transport import HistoryPage, HistoryQuery, NodeInfo, ReceivedMessage
+from umbra_waku.validation import check_int
 from umbra_waku.waku.message import MAX_MESSAGE_BYTES, MessageHash, WakuMessage
 from umbra_waku.waku.topics import parse_content_topic, pubsub_topic_for
 
@@ -237,6 +238,7 @@ def connect(url: str, **options: object) -> MemoryTransport:
     max_bytes = options.pop("max_message_bytes", MAX_MESSAGE_BYTES)
     if options:
         raise ConfigError("node", f"unknown memory transport options {sorted(options)}")
-    if not isinstance(max_bytes, int):
-        raise ConfigError("max_message_bytes", "must be an integer")
-    return MemoryTransport(network(name, **settings), max_message_bytes=max_bytes)
+    return MemoryTransport(
+        network(name, **settings),
+        max_message_bytes=check_int("max_message_bytes", max_bytes, 1),
+    )

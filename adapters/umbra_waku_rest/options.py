@@ -7,11 +7,11 @@ waits are 5 s, and discovery may add up to 60 s, hence the 10 s / 65 s timeouts.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, cast
 
 from umbra_waku.errors import ConfigError, InvalidPubsubTopic
+from umbra_waku.validation import check_choice, check_int, check_seconds
 from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 from umbra_waku.waku.topics import PubsubTopic, parse_pubsub_topic
 
@@ -92,14 +92,14 @@ class RestOptions:
     connection_limit: int = 8
 
     def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, Mode)
-        _check_choice("implementation", self.implementation, Implementation)
-        _check_choice("store_api", self.store_api, StoreApi)
-        _check_int("cluster_id", self.cluster_id, 0, 0xFFFF)
+        check_choice("mode", self.mode, Mode)
+        check_choice("implementation", self.implementation, Implementation)
+        check_choice("store_api", self.store_api, StoreApi)
+        check_int("cluster_id", self.cluster_id, 0, 0xFFFF)
         if self.num_shards is not None:
-            _check_int("num_shards", self.num_shards, 1, 0x10000)
+            check_int("num_shards", self.num_shards, 1, 0x10000)
         if self.shard is not None:
-            _check_int("shard", self.shard, 0, 0xFFFF)
+            check_int("shard", self.shard, 0, 0xFFFF)
         if self.pubsub_topic is not None:
             if self.shard is not None:
                 raise ConfigError("pubsub_topic", "set either pubsub_topic or shard, not both")
@@ -115,16 +115,16 @@ class RestOptions:
             "retry_max_backoff",
             "filter_ping_interval",
         ):
-            _check_float(name, getattr(self, name), positive=True)
-        _check_float("retry_backoff", self.retry_backoff, positive=False)
-        _check_float("gap_fill_margin", self.gap_fill_margin, positive=False)
-        _check_int("retry_attempts", self.retry_attempts, 1, 100)
-        _check_int("max_message_bytes", self.max_message_bytes, 1, 1 << 20)
+            check_seconds(name, getattr(self, name), positive=True)
+        check_seconds("retry_backoff", self.retry_backoff, positive=False)
+        check_seconds("gap_fill_margin", self.gap_fill_margin, positive=False)
+        check_int("retry_attempts", self.retry_attempts, 1, 100)
+        check_int("max_message_bytes", self.max_message_bytes, 1, 1 << 20)
         if self.relay_cache_capacity is not None:
-            _check_int("relay_cache_capacity", self.relay_cache_capacity, 1, 1 << 24)
-        _check_int("filter_cache_capacity", self.filter_cache_capacity, 1, 1 << 24)
-        _check_int("dedupe_capacity", self.dedupe_capacity, 1, 1 << 24)
-        _check_int("connection_limit", self.connection_limit, 1, 1024)
+            check_int("relay_cache_capacity", self.relay_cache_capacity, 1, 1 << 24)
+        check_int("filter_cache_capacity", self.filter_cache_capacity, 1, 1 << 24)
+        check_int("dedupe_capacity", self.dedupe_capacity, 1, 1 << 24)
+        check_int("connection_limit", self.connection_limit, 1, 1024)
         if not isinstance(self.store_peer, str | None) or self.store_peer == "":
             raise ConfigError("store_peer", "must be a multiaddr string or None")
         if not isinstance(self.gap_fill, bool):
@@ -175,23 +175,3 @@ _FLOAT_FIELDS = frozenset(
         "gap_fill_margin",
     }
 )
-
-
-def _check_choice(name: str, value: object, choices: object) -> None:
-    allowed = cast("tuple[str, ...]", get_args(choices))
-    if value not in allowed:
-        raise ConfigError(name, f"{value!r} is not one of {list(allowed)}")
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(name, f"{value!r} must be an integer in [{low}, {high}]")
-
-
-def _check_float(name: str, value: object, *, positive: bool) -> None:
-    bound = "> 0" if positive else ">= 0"
-    problem = ConfigError(name, f"{value!r} must be a finite number {bound} (seconds)")
-    if isinstance(value, bool) or not isinstance(value, float | int):
-        raise problem
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise problem
