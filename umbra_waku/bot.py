@@ -45,6 +45,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,7 +252,9 @@ class Bot:
         self._stop_requested = asyncio.Event()
         self._receiver: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._last_task: dict[str, asyncio.Task[None]] = {}
+        # key (conversation id, "" for classification reports) -> its events not yet handled,
+        # while a worker task of that key runs (one task per run of events, not per event)
+        self._backlog: dict[str, deque[BotEvent]] = {}
         self._stop_lock = asyncio.Lock()
 
     # ---- construction ----
@@ -539,20 +542,27 @@ class Bot:
         # Events of one conversation are handled in order; classification reports form their own
         # ordered stream.
         key = "" if isinstance(event, EnvelopeClassified) else event.conversation_id
-        previous = self._last_task.get(key)
-        task = asyncio.create_task(self._handle(event, previous), name=f"{self.name}-handler")
-        self._last_task[key] = task
+        backlog = self._backlog.get(key)
+        if backlog is not None:  # the key's worker runs: it handles this one after the others
+            backlog.append(event)
+            return
+        self._backlog[key] = deque((event,))
+        task = asyncio.create_task(self._work(key), name=f"{self.name}-handler")
         self._inflight.add(task)
-        task.add_done_callback(lambda t: self._done(key, t))
+        task.add_done_callback(self._inflight.discard)
 
-    def _done(self, key: str, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        if self._last_task.get(key) is task:
-            del self._last_task[key]
+    async def _work(self, key: str) -> None:
+        """Handle the key's events in order (its handlers one after the other), until none is
+        left; events of other keys are handled concurrently by their own workers."""
+        backlog = self._backlog[key]
+        try:
+            while backlog:
+                await self._handle(backlog.popleft())
+        finally:
+            if self._backlog.get(key) is backlog:
+                del self._backlog[key]
 
-    async def _handle(self, event: BotEvent, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})  # keep a conversation's events in order
+    async def _handle(self, event: BotEvent) -> None:
         if isinstance(event, MessageReceived):
             message = Message(self, event.conversation_id, event.sender, event.content)
             for on_message in self._message_handlers:

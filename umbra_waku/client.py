@@ -53,11 +53,11 @@ import random
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from tenacity import (
     AsyncRetrying,
@@ -290,6 +290,8 @@ class Backfilled:
 
 ClientEvent = InboundEvent | Classified | Published | Backfilled
 Listener = Callable[[ClientEvent], None]
+#: A listener of events in batches (:meth:`UmbraClient.add_batch_listener`).
+BatchListener = Callable[[Sequence[ClientEvent]], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,6 +624,7 @@ class UmbraClient:
         self._parked: ParkingLot[_Inbound] = ParkingLot(self.options.park_capacity)
         self._checkpoints: dict[str, int] = {}
         self._listeners: list[Listener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
         self._queue: asyncio.Queue[_Item] | None = None
@@ -772,6 +775,16 @@ class UmbraClient:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
+    def add_batch_listener(self, listener: BatchListener) -> Callable[[], None]:
+        """Call ``listener(events)`` with the events the client emits together (those of a
+        received batch, the outcomes of a published batch), in order, each event once, before
+        the :meth:`add_listener` listeners and the streams get them; it must not block. The
+        same events as a listener's, for one call per batch (e.g. to count them). Returns a
+        remover."""
+        self._batch_listeners.append(listener)
+        listeners = self._batch_listeners
+        return lambda: listeners.remove(listener) if listener in listeners else None
+
     def events(self, *, operational: bool = False) -> EventStream:
         """The events from now on: inbound ones, and with ``operational=True`` also
         :class:`Classified`, :class:`Published` and :class:`Backfilled`.
@@ -786,14 +799,26 @@ class UmbraClient:
         return stream
 
     async def _emit(self, event: ClientEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
-        if len(self._streams):  # a WeakSet: iterating an empty one is not free
-            for stream in list(self._streams):
-                await stream.put(event)
+        await self._emit_many((event,))
+
+    async def _emit_many(self, events: Sequence[ClientEvent]) -> None:
+        """Each event in order to every listener, then to every stream (one coroutine for
+        all of them, not one per event)."""
+        if self._batch_listeners and events:
+            for batch_listener in list(self._batch_listeners):
+                try:
+                    batch_listener(events)
+                except Exception:
+                    log.exception("event listener failed")
+        for event in events:
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener failed")
+            if len(self._streams):  # a WeakSet: iterating an empty one is not free
+                for stream in list(self._streams):
+                    await stream.put(event)
 
     # ---- lifecycle ----
 
@@ -1025,8 +1050,11 @@ class UmbraClient:
     ) -> None:
         keys = [envelope.key for envelope, _ in todo]
         try:
+            many = getattr(self.transport, "publish_many", None)
             if len(todo) == 1:
                 outcomes = [await self._publish_one(todo[0][0])]
+            elif many is not None:
+                outcomes = await self._publish_many(many, [envelope for envelope, _ in todo])
             else:  # started in order; a REST node gets them concurrently, as separate sends do
                 outcomes = list(
                     await asyncio.gather(*(self._publish_one(envelope) for envelope, _ in todo))
@@ -1034,8 +1062,7 @@ class UmbraClient:
             for (_, future), outcome in zip(todo, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome.delivery)
-            for outcome in outcomes:
-                await self._emit(outcome)
+            await self._emit_many(outcomes)
             done = [
                 (key, outcome.message_hash)
                 for key, outcome in zip(keys, outcomes, strict=True)
@@ -1067,15 +1094,44 @@ class UmbraClient:
         for key, message_hash in done:
             await self.ledger.published(key, message_hash)
 
-    async def _publish_one(self, pending: PendingEnvelope) -> Published:
+    async def _publish_many(
+        self,
+        many: Callable[[Sequence[WakuMessage]], Awaitable[Sequence[MessageHash | Exception]]],
+        pending: Sequence[PendingEnvelope],
+    ) -> list[Published]:
+        """Envelopes through a transport's ``publish_many`` (first attempts in order, in one
+        call, without a task per envelope); those it refused go on as :meth:`_publish_one`
+        does after a failed first attempt (retried concurrently)."""
+        firsts = await many([envelope.message for envelope in pending])
+        outcomes: list[Published | None] = []
+        retries: list[tuple[int, Coroutine[Any, Any, Published]]] = []
+        for envelope, first in zip(pending, firsts, strict=True):
+            if isinstance(first, Exception):
+                retries.append((len(outcomes), self._publish_one(envelope, first)))
+                outcomes.append(None)
+            else:
+                outcomes.append(
+                    Published(envelope.conversation_id, first, Delivery.PUBLISHED, 1, None)
+                )
+        if retries:
+            done = await asyncio.gather(*(coroutine for _, coroutine in retries))
+            for (index, _), outcome in zip(retries, done, strict=True):
+                outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _publish_one(
+        self, pending: PendingEnvelope, first_error: Exception | None = None
+    ) -> Published:
         """One envelope, retried with backoff for retriable errors; never raises but
-        cancellation."""
+        cancellation. ``first_error``: the first attempt was made already and raised it."""
         message = pending.message
         attempts = 1
         error: str | None = None
         message_hash: MessageHash | None = None
         try:
             try:
+                if first_error is not None:
+                    raise first_error
                 message_hash = await self.transport.publish(message)
             except UmbraWakuError as exc:
                 if not exc.retriable or self.options.publish_attempts <= 1:
@@ -1394,8 +1450,7 @@ class UmbraClient:
             tail.result()  # an earlier write failed: raise it here
             tail = None
         if write is None and tail is None:
-            for event in events:
-                await self._emit(event)
+            await self._emit_many(events)
             return
         self._tail = asyncio.create_task(self._emit_after(tail, write, events))
         self._tail.add_done_callback(self._chain_done)
@@ -1413,8 +1468,7 @@ class UmbraClient:
             await previous
         if write is not None:
             await write
-        for event in events:
-            await self._emit(event)
+        await self._emit_many(events)
 
     def _chain_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

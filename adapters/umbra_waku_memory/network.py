@@ -42,9 +42,16 @@ class MemoryNetwork:
         self._store: OrderedDict[MessageHash, ReceivedMessage] = OrderedDict()
         self._store_capacity = store_capacity
         self.published = 0
+        self._pubsub_topics: dict[str, str] = {}  # content topic -> pubsub topic (a cache)
 
     def pubsub_topic(self, content_topic: str) -> str:
-        return pubsub_topic_for(content_topic, self.cluster_id, self.num_shards)
+        topic = self._pubsub_topics.get(content_topic)
+        if topic is None:
+            topic = pubsub_topic_for(content_topic, self.cluster_id, self.num_shards)
+            if len(self._pubsub_topics) >= 4096:
+                self._pubsub_topics.clear()
+            self._pubsub_topics[content_topic] = topic
+        return topic
 
     def deliver(self, message: WakuMessage) -> MessageHash:
         pubsub_topic = self.pubsub_topic(message.content_topic)
@@ -193,6 +200,19 @@ class MemoryTransport:
         self._check_open()
         message.check_publishable(self._max_message_bytes)
         return self.network.deliver(message)
+
+    async def publish_many(self, messages: Sequence[WakuMessage]) -> list[MessageHash | Exception]:
+        """:meth:`publish` of each message in order, in one call: its hash, or the error that
+        refused it (the others go on)."""
+        out: list[MessageHash | Exception] = []
+        for message in messages:
+            try:
+                self._check_open()
+                message.check_publishable(self._max_message_bytes)
+                out.append(self.network.deliver(message))
+            except Exception as exc:  # noqa: BLE001 -- the caller handles it as publish's
+                out.append(exc)
+        return out
 
     async def subscribe(self, content_topics: Sequence[str]) -> MemorySubscription:
         self._check_open()

@@ -21,6 +21,7 @@ from umbra_waku.client import (
     MessageReceived,
     PendingEnvelope,
     Published,
+    Sent,
     UmbraClient,
 )
 from umbra_waku.errors import NodeHTTPError, NodeUnreachable, PublishRejected, StateError
@@ -122,6 +123,69 @@ async def test_publish_retries_the_same_message(network_name: str) -> None:
         assert published[-1].delivery is Delivery.FAILED
         assert isinstance(client.ledger, MemoryLedger)
         assert not client.ledger.outbox
+
+
+class _BatchFaultyTransport(FaultyTransport):
+    """A FaultyTransport with ``publish_many`` (as the memory transport has): its first attempts
+    go through it, in one call, with the same injected errors."""
+
+    def __init__(self, network: str) -> None:
+        super().__init__(network)
+        self.batches: list[int] = []
+
+    async def publish_many(self, messages: list[WakuMessage]) -> list[MessageHash | Exception]:
+        self.batches.append(len(messages))
+        out: list[MessageHash | Exception] = []
+        for message in messages:
+            try:
+                out.append(await self.publish(message))
+            except Exception as exc:  # returned, as the memory transport does
+                out.append(exc)
+        return out
+
+
+async def test_publish_many_retries_what_it_refused(network_name: str) -> None:
+    faulty = _BatchFaultyTransport(network_name)
+    peer = Identity.generate()
+    async with UmbraClient(Identity.generate(), faulty, options=FAST_CLIENT) as client:
+        published: list[Published] = []
+        client.add_listener(lambda e: published.append(e) if isinstance(e, Published) else None)
+        batches: list[list[Any]] = []
+        client.add_batch_listener(batches.append)
+        sent = await client.invite(peer.client_address, "hi")
+        assert await sent.wait(5) is Delivery.PUBLISHED
+        published.clear()
+        batches.clear()
+        # the 2nd message fails once (retried), the 3rd is refused (not retried)
+        original = faulty.publish
+        calls = 0
+
+        async def publish(message: WakuMessage) -> MessageHash:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise NodeUnreachable("down")
+            if calls == 3:
+                raise PublishRejected("invalid")
+            return await original(message)
+
+        faulty.publish = publish  # type: ignore[method-assign]
+        results = await client.send_many([(sent.conversation_id, str(i)) for i in range(4)])
+        deliveries = [await r.wait(5) for r in results if isinstance(r, Sent)]
+        assert deliveries == [
+            Delivery.PUBLISHED,
+            Delivery.PUBLISHED,
+            Delivery.FAILED,
+            Delivery.PUBLISHED,
+        ]
+        assert faulty.batches == [4]
+        await eventually(lambda: len(published) == 4)
+        assert [p.attempts for p in published] == [1, 2, 1, 1]
+        assert [p.message_hash for p in published] == [
+            r.message_hash for r in results if isinstance(r, Sent)
+        ]
+        # one batch of them, the same events in the same order
+        assert [b for b in batches if isinstance(b[0], Published)] == [published]
 
 
 async def test_publishes_still_pending_are_republished(network_name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,7 +15,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "BridgeMetrics"]
 
 class BridgeMetrics:
     """The bridge's counters; :meth:`observe` is a :class:`~umbra_waku.client.UmbraClient`
-    listener."""
+    listener, :meth:`observe_many` a batch listener (the same counts, one increment per
+    label and batch)."""
 
     def __init__(self) -> None:
         # labelled children, looked up once (labels() costs more than inc())
@@ -85,6 +87,38 @@ class BridgeMetrics:
         elif isinstance(event, Backfilled):
             self.backfills.labels("ok" if event.ok else "failed").inc()
             self.backfill_messages.inc(event.messages)
+
+    def observe_many(self, events: Sequence[ClientEvent]) -> None:
+        envelopes: dict[tuple[object, bool], int] = {}
+        publishes: dict[object, int] = {}
+        attempts = 0
+        latency = self.delivery_latency
+        for event in events:
+            if isinstance(event, Classified):
+                key = (event.state, event.backfill)
+                envelopes[key] = envelopes.get(key, 0) + 1
+                if event.latency is not None:
+                    latency.observe(event.latency)
+            elif isinstance(event, Published):
+                publishes[event.delivery] = publishes.get(event.delivery, 0) + 1
+                attempts += event.attempts
+            elif isinstance(event, Backfilled):
+                self.observe(event)
+        for (state, backfill), count in envelopes.items():
+            child = self._envelope_children.get((state, backfill))
+            if child is None:
+                source = "backfill" if backfill else "live"
+                child = self._envelope_children[state, backfill] = self.envelopes.labels(
+                    str(state), source
+                )
+            child.inc(count)
+        for delivery, count in publishes.items():
+            published = self._publish_children.get(delivery)
+            if published is None:
+                published = self._publish_children[delivery] = self.publishes.labels(str(delivery))
+            published.inc(count)
+        if attempts:
+            self.publish_attempts.inc(attempts)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -464,7 +464,7 @@ class Bridge:
                 close_timeout=self.settings.shutdown_timeout / 2,
             )
             client = UmbraClient((), transport, ledger=BridgeLedger(self), options=options)
-            client.add_listener(self.metrics.observe)
+            client.add_batch_listener(self.metrics.observe_many)
             self._client = client
             await self._restore(client)
         except BaseException:
