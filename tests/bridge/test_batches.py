@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from umbra_waku.bridge.api import MAX_BATCH_FRAME_CHARS
 from umbra_waku.bridge.sqlite import SqliteStore
 from umbra_waku.bridge.store import BotRecord, ConversationRecord, NewEvent, Received, Sealed
 from umbra_waku.client import (
@@ -441,3 +442,29 @@ def test_the_events_kept_in_memory_are_bounded() -> None:
     assert notifier.after("bot", 699, 10) == [EventRecord(700, 1, _event(b"z"))]
     notifier.unfollow("bot")
     assert notifier.after("bot", 699, 10) is None
+
+
+async def test_batch_frames_of_large_messages_stay_small(start_bridge: StartBridge) -> None:
+    """A page of large messages is split over several frames (each at most
+    MAX_BATCH_FRAME_CHARS, or one event), so a client with the usual frame limit reads them."""
+    h = await start_bridge()
+    alice, bob, conversation = await _pair(h)
+    text = "é" * 50_000  # two bytes each in UTF-8: 100 kB messages
+    for _ in range(12):
+        status, _body = await _post_batch(
+            h, alice, [{"conversation_id": conversation, "text": text}]
+        )
+        assert status == 200
+    await h.wait_events(bob, 12, after=2)
+    frames: list[str] = []
+    async with h.http.ws_connect(
+        "/v1/events?after=2&batch=true", headers=bob.auth, max_msg_size=1 << 20
+    ) as ws:
+        while sum(len(json.loads(f)) for f in frames) < 12:
+            frames.append((await asyncio.wait_for(ws.receive(), 5)).data)
+    assert all(len(f) <= MAX_BATCH_FRAME_CHARS for f in frames)
+    assert all(len(f.encode()) <= 1 << 20 for f in frames)
+    assert len(frames) >= 3  # 12 events of about 50,000 characters: 5 to a frame at most
+    events = [e for f in frames for e in json.loads(f)]
+    assert [e["seq"] for e in events] == list(range(3, 15))
+    assert all(e["text"] == text for e in events)

@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +41,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 
 PAGE_SIZE = 100
+# A batch frame (``/v1/events?batch=true``) stops before this many characters (at most 1 MiB of
+# UTF-8): a page of 100 large messages would otherwise make a frame of several MB, beyond what
+# WebSocket clients accept by default (aiohttp: 4 MB), and a client that cannot read a frame
+# would reconnect to the same page for ever. A single larger event goes alone.
+MAX_BATCH_FRAME_CHARS = 256 * 1024
 MAX_LIMIT = 1000
 MAX_POLL_SECONDS = 60.0
 MAX_CURSOR = 2**63 - 1
@@ -234,6 +239,23 @@ def _float_query(request: web.Request, name: str, default: float, high: float) -
             422, "invalid_request", f"must be a number of seconds in [0, {high:g}]", name
         )
     return value
+
+
+def _batch_frames(records: Sequence[EventRecord]) -> Iterator[tuple[str, int]]:
+    """The events of a page as JSON arrays of at most MAX_BATCH_FRAME_CHARS characters (or one
+    event), each with the seq of its last event."""
+    parts: list[str] = []
+    size = last = 0
+    for record in records:
+        part = _dumps(event_json(record))
+        if parts and size + len(part) + 1 > MAX_BATCH_FRAME_CHARS:
+            yield "[" + ",".join(parts) + "]", last
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+        last = record.seq
+    if parts:
+        yield "[" + ",".join(parts) + "]", last
 
 
 def _bool_query(request: web.Request, name: str) -> bool:
@@ -633,8 +655,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 break
             records = await bridge.events(bot.bot_id, after, PAGE_SIZE)
             if records and batch:
-                await ws.send_str(_dumps([event_json(record) for record in records]))
-                after = records[-1].seq
+                for frame, last_seq in _batch_frames(records):
+                    await ws.send_str(frame)
+                    after = last_seq
             else:
                 for record in records:
                     await ws.send_str(_dumps(event_json(record)))
