@@ -49,7 +49,7 @@ from umbra_waku._proto.umbra_envelope_pb2 import UmbraEnvelopeV1
 from umbra_waku.conversations.inbox import seal_to_inbox
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1, content_frame
 from umbra_waku.errors import InvalidInput, NodeProtocolError
-from umbra_waku.frames import BadlyFormed, NotForMe, Readable
+from umbra_waku.frames import BadlyFormed, Classification, NotForMe, Readable
 from umbra_waku.transport import ReceivedMessage
 from umbra_waku.waku.message import MessageHash, WakuMessage
 
@@ -194,12 +194,14 @@ def check_classification(
     session, valid = make_session(world, target)
     readable: set[bytes] = set()
     kinds = []
+    results: list[Classification] = []
     for data, topic in inputs:
         check_fast_path(session, data, topic)
         try:
             result = session.classify(data, topic)
         except BaseException as exc:  # the contract: classify never raises
             raise OracleFailure(f"classify raised {type(exc).__name__}: {exc}") from exc
+        results.append(result)
         if isinstance(result, BadlyFormed):
             if result.reason.startswith("internal error"):
                 raise OracleFailure(f"classification swallowed a bug: {result.reason}")
@@ -212,7 +214,37 @@ def check_classification(
         elif not isinstance(result, NotForMe):
             raise OracleFailure(f"not a classification: {result!r}")
         kinds.append(type(result).__name__)
+    check_batches(world, target, inputs, results)
     return kinds
+
+
+def check_batches(
+    world: ClassifierWorld,
+    target: str,
+    inputs: Sequence[tuple[bytes, str | None]],
+    one_by_one: Sequence[Classification],
+) -> None:
+    """The oracle of ``Session.classify_many`` (the prefetching batch path): a second fresh
+    session of ``target`` classifies the same inputs in batches, one per run of one topic, and
+    must give exactly the results of one call per input."""
+    session, _valid = make_session(world, target)
+    batched: list[Classification] = []
+    start = 0
+    while start < len(inputs):
+        topic = inputs[start][1]
+        end = start
+        while end < len(inputs) and inputs[end][1] == topic:
+            end += 1
+        try:
+            batched += session.classify_many([data for data, _ in inputs[start:end]], topic)
+        except BaseException as exc:
+            raise OracleFailure(f"classify_many raised {type(exc).__name__}: {exc}") from exc
+        start = end
+    for position, (alone, together) in enumerate(zip(one_by_one, batched, strict=True)):
+        if alone != together:
+            raise OracleFailure(
+                f"input {position}: classify gave {alone!r}, classify_many {together!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
