@@ -21,10 +21,10 @@ import logging
 import secrets
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from umbra_waku.bridge.files import create_private_file, prepare_data_dir, read_secret_file
@@ -61,6 +61,7 @@ from umbra_waku.session import Session
 from umbra_waku.transport import Transport, connect
 from umbra_waku.waku.message import MessageHash, WakuMessage
 
+T = TypeVar("T")
 log = logging.getLogger("umbra_waku.bridge")
 
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 -- a file name
@@ -267,21 +268,7 @@ class BridgeLedger:
     async def received(
         self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
     ) -> None:
-        bot = self._bridge.bot_by_address(conversation.client_address)
-        if bot is None:
-            return  # removed meanwhile
-        events = _new_events(event)
-        record = _record(bot.bot_id, conversation)
-        try:
-            seqs = await self._store.record_received(record, events, bytes(message_hash), _now_ms())
-        except BaseException:
-            self._bridge.forget_conversation(record.bot_id, record.short_id)
-            raise
-        if seqs:
-            self._bridge.remember_conversation(record)
-            for new in events:
-                self._bridge.metrics.events.labels(new.kind).inc()
-            self._bridge.notifier.ring(bot.bot_id)
+        await self.received_many([conversation], [(event, message_hash)])
 
     async def received_many(
         self,
@@ -302,14 +289,9 @@ class BridgeLedger:
         if not batch:
             return
         received_at_ms = _now_ms()
-        try:
-            seqs = await self._store.record_received_many(records, batch, received_at_ms)
-        except BaseException:
-            for record in records:
-                bridge.forget_conversation(record.bot_id, record.short_id)
-            raise
-        for record in records:
-            bridge.remember_conversation(record)
+        seqs = await self._saving(
+            records, self._store.record_received_many(records, batch, received_at_ms)
+        )
         stored: dict[str, list[EventRecord]] = {}
         kinds: Counter[str] = Counter()
         for item, item_seqs in zip(batch, seqs, strict=True):
@@ -325,19 +307,7 @@ class BridgeLedger:
             bridge.notifier.stored(bot_id, bot_records)
 
     async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
-        bot = self._bridge.bot_by_address(conversation.client_address)
-        if bot is None:
-            raise ConversationError("the bot was removed")
-        assert message.timestamp is not None
-        record = _record(bot.bot_id, conversation)
-        try:
-            key = await self._store.record_sealed(
-                record, message.content_topic, message.payload, message.timestamp
-            )
-        except BaseException:
-            self._bridge.forget_conversation(record.bot_id, record.short_id)
-            raise
-        self._bridge.remember_conversation(record)
+        [key] = await self.sealed_many([conversation], [(conversation.conversation_id, message)])
         return key
 
     async def sealed_many(
@@ -362,15 +332,21 @@ class BridgeLedger:
                     message.timestamp,
                 )
             )
+        return await self._saving(records, self._store.record_sealed_many(records, sealed))
+
+    async def _saving(self, records: Sequence[ConversationRecord], write: Awaitable[T]) -> T:
+        """Await a store write of ``records``; the bridge's conversation map follows its outcome
+        (what a failed write left in the store is not known). Awaited at once, so the write is
+        queued before the caller's first suspension, as ``ordered_writes`` promises."""
         try:
-            keys = await self._store.record_sealed_many(records, sealed)
+            result = await write
         except BaseException:
             for record in records:
-                bridge.forget_conversation(record.bot_id, record.short_id)
+                self._bridge.forget_conversation(record.bot_id, record.short_id)
             raise
         for record in records:
-            bridge.remember_conversation(record)
-        return keys
+            self._bridge.remember_conversation(record)
+        return result
 
     async def published(self, key: int, message_hash: MessageHash) -> None:
         await self._store.mark_published(key, bytes(message_hash))

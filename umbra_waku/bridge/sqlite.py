@@ -581,56 +581,9 @@ class SqliteStore:
         message_hash: bytes,
         received_at_ms: int,
     ) -> list[int]:
-        seqs = self._append_received(db, conversation.bot_id, events, message_hash, received_at_ms)
-        if seqs is None:
-            return []  # the bot was deleted meanwhile
-        self._upsert(db, conversation)
-        return seqs
-
-    def _append_received(
-        self,
-        db: sqlite3.Connection,
-        bot_id: str,
-        events: Sequence[NewEvent],
-        message_hash: bytes,
-        received_at_ms: int,
-    ) -> list[int] | None:
-        """The events (with the bot's next seqs) and the hash, not the conversation; None if
-        the bot does not exist."""
-        row = db.execute(
-            "UPDATE bots SET last_seq = last_seq + ? WHERE bot_id = ? RETURNING last_seq",
-            (len(events), bot_id),
-        ).fetchone()
-        if row is None:
-            return None
-        first = row[0] - len(events) + 1
-        seqs = list(range(first, row[0] + 1))
-        db.executemany(
-            _INSERT_EVENT,
-            [
-                (
-                    bot_id,
-                    seq,
-                    received_at_ms,
-                    event.kind,
-                    event.conversation_id,
-                    event.peer,
-                    event.message_hash,
-                    event.domain,
-                    event.tag,
-                    event.data,
-                    event.sent_at_ms,
-                    event.created_at_ms,
-                    event.reason,
-                )
-                for seq, event in zip(seqs, events, strict=True)
-            ],
-        )
-        db.execute(
-            "INSERT OR IGNORE INTO seen_hashes (hash, seen_at_ms) VALUES (?, ?)",
-            (message_hash, received_at_ms),
-        )
-        return seqs
+        # a batch of one: the same statements, the same answer for a deleted bot
+        batch = [Received(conversation.bot_id, events, message_hash)]
+        return self._record_received_many(db, [conversation], batch, received_at_ms)[0]
 
     async def prune_events(self, keep: int) -> int:
         return await self._write(self._prune_events, keep)
@@ -696,21 +649,11 @@ class SqliteStore:
         payload: bytes,
         timestamp: int,
     ) -> int:
-        self._upsert(db, conversation)
-        cursor = db.execute(
-            _INSERT_OUTBOX,
-            (
-                conversation.bot_id,
-                conversation.conversation_id,
-                content_topic,
-                payload,
-                timestamp,
-                _now_ms(),
-            ),
+        # a batch of one: the same statements
+        sealed = Sealed(
+            conversation.bot_id, conversation.conversation_id, content_topic, payload, timestamp
         )
-        outbox_id = cursor.lastrowid
-        assert outbox_id is not None
-        return outbox_id
+        return self._record_sealed_many(db, [conversation], [sealed])[0]
 
     async def record_sealed_many(
         self, conversations: Sequence[ConversationRecord], messages: Sequence[Sealed]
