@@ -18,9 +18,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:  # importable at run time once repo_on_path() ran, when a bridge starts
+    from tests.bridge.process import BotHandle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,17 +167,6 @@ def commit_ms(directory: Path, commits: int = 200) -> float:
 
 
 @dataclass
-class Bot:
-    bot_id: str
-    token: str
-    client_address: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-@dataclass
 class BridgeClient:
     """The benchmark's view of one running bridge process: its URL, admin token and HTTP session.
 
@@ -187,16 +179,18 @@ class BridgeClient:
     admin: dict[str, str]
     http: aiohttp.ClientSession
     data_dir: Path
-    bots: list[Bot] = field(default_factory=list)
+    bots: list[BotHandle] = field(default_factory=list)
 
-    async def create_bot(self) -> Bot:
+    async def create_bot(self) -> BotHandle:
         async with self.http.post(self.url + "/v1/bots", json={}, headers=self.admin) as r:
             body = await _expect(r, 201)
-        bot = Bot(body["bot_id"], body["token"], body["client_address"])
+        from tests.bridge.process import BotHandle  # on the path since the bridge started
+
+        bot = BotHandle(body["bot_id"], body["token"], body["client_address"])
         self.bots.append(bot)
         return bot
 
-    async def start_conversation(self, bot: Bot, peer: str, text: str | None = None) -> str:
+    async def start_conversation(self, bot: BotHandle, peer: str, text: str | None = None) -> str:
         request: dict[str, Any] = {"peer": peer}
         if text is not None:
             request["text"] = text
@@ -207,7 +201,7 @@ class BridgeClient:
         conversation_id: str = body["conversation"]["id"]
         return conversation_id
 
-    async def send(self, bot: Bot, conversation_id: str, text: str) -> None:
+    async def send(self, bot: BotHandle, conversation_id: str, text: str) -> None:
         async with self.http.post(
             f"{self.url}/v1/conversations/{conversation_id}/messages",
             json={"text": text},
@@ -215,7 +209,7 @@ class BridgeClient:
         ) as r:
             await _expect(r, 201)
 
-    async def events(self, bot: Bot, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, bot: BotHandle, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The bot's WebSocket event stream (GET /v1/events), forever."""
         async with self.http.ws_connect(
             f"{self.url}/v1/events?after={after}", headers=bot.auth, heartbeat=None

@@ -19,6 +19,8 @@ from umbra_waku.bridge.settings import ENV_PREFIX, BridgeSettings
 from umbra_waku.client import ClientOptions
 from umbra_waku.transport import Transport
 
+from .process import BotHandle
+
 #: Timings small enough for a fast suite; production defaults are in ClientOptions.
 FAST_CLIENT = ClientOptions(
     checkpoint_interval=0.05,
@@ -46,17 +48,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def network_name() -> str:
     """A memory:// network of this test's own."""
     return f"bridge-test-{uuid.uuid4().hex}"
-
-
-@dataclass
-class BotHandle:
-    bot_id: str
-    token: str
-    client_address: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import aiohttp
 
@@ -20,6 +20,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@dataclass
+class BotHandle:
+    """A bot as ``POST /v1/bots`` created it: its id, token and address."""
+
+    bot_id: str
+    token: str
+    client_address: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def bridge_env(**extra: str) -> dict[str, str]:
@@ -43,13 +56,16 @@ class BridgeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> BridgeProcess:
+    # what the interpreter runs, and whether stdout goes to the log too (subclasses change them)
+    entry: ClassVar[tuple[str, ...]] = ("-m", "umbra_waku.bridge")
+    stdout_to_log: ClassVar[bool] = False
+
+    async def start(self) -> Self:
         self.log = self.data_dir.parent / f"bridge-{self.port}-{time.monotonic_ns()}.log"
         with self.log.open("wb") as sink:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "umbra_waku.bridge",
+                *self.entry,
                 "--node",
                 self.node,
                 "--data-dir",
@@ -60,7 +76,7 @@ class BridgeProcess:
                 "DEBUG",
                 *self.args,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=sink if self.stdout_to_log else asyncio.subprocess.DEVNULL,
                 stderr=sink,
                 env=bridge_env(),
             )

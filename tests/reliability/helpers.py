@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 from bridge.conftest import FAST_CLIENT, BotHandle, Harness, wait_ready
-from bridge.process import BridgeProcess
+from bridge.process import BridgeProcess, request
 from realnodes.harness import CLUSTER_ID, PUBSUB_TOPIC, GoWakuNode
 
 from umbra_waku.bridge.api import make_app
@@ -241,14 +241,6 @@ class Peer:
                 await asyncio.sleep(interval)
 
 
-async def http_json(
-    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[int, Any]:
-    async with session.request(method, url, **kwargs) as response:
-        body = await response.json() if response.content_type == "application/json" else None
-        return response.status, body
-
-
 class BotApi:
     """A bot's view of a bridge process: its token, and the bridge's URL (which may restart)."""
 
@@ -262,14 +254,14 @@ class BotApi:
 
     @classmethod
     async def create(cls, http: aiohttp.ClientSession, process: BridgeProcess, name: str) -> BotApi:
-        status, body = await http_json(
+        status, body = await request(
             http, "POST", process.url + "/v1/bots", json={"name": name}, headers=process.admin()
         )
         assert status == 201, body
         return cls(http, process.url, body)
 
     async def poll(self, after: int, wait: float = 1.0, limit: int = 1000) -> list[dict[str, Any]]:
-        status, body = await http_json(
+        status, body = await request(
             self.http,
             "GET",
             self.url + "/v1/events/poll",
@@ -281,7 +273,7 @@ class BotApi:
         return events
 
     async def send(self, conversation: str, text: str) -> int:
-        status, _ = await http_json(
+        status, _ = await request(
             self.http,
             "POST",
             f"{self.url}/v1/conversations/{conversation}/messages",

@@ -11,7 +11,6 @@ and every plaintext, in every encoding a logger might use.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -27,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from bridge.process import BridgeProcess, bridge_env
+from bridge.process import BridgeProcess, bridge_env, request
 from realnodes.conftest import PairFactory
 from realnodes.harness import CLUSTER_ID, SHARD, GoWakuNode
 
@@ -37,7 +36,7 @@ from umbra_waku.bridge.settings import BridgeSettings
 from umbra_waku.errors import IdentityError, StateError
 from umbra_waku.identity import Identity
 
-from .helpers import BotApi, http_json, report, settle
+from .helpers import BotApi, report, settle
 
 # ---------------------------------------------------------------------------------------------
 # Key and token files
@@ -181,28 +180,8 @@ VERBOSE_BRIDGE = (
 
 
 class VerboseBridge(BridgeProcess):
-    async def start(self) -> VerboseBridge:
-        self.log = self.data_dir.parent / f"bridge-{self.port}.log"
-        with self.log.open("wb") as sink:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                VERBOSE_BRIDGE,
-                "--node",
-                self.node,
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--log-level",
-                "DEBUG",
-                *self.args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=sink,
-                env=bridge_env(),
-            )
-        return self
+    entry = ("-c", VERBOSE_BRIDGE)
+    stdout_to_log = True
 
 
 def encodings(secret: bytes) -> set[str]:
@@ -285,7 +264,7 @@ async def test_no_key_token_or_plaintext_in_any_log(
             bob = await start(pair.b, "bob")
             opening = "plaintext-opening-7f3c1e alice greets bob"
             plaintexts.append(opening)
-            status, started = await http_json(
+            status, started = await request(
                 http,
                 "POST",
                 alice.url + "/v1/conversations",
@@ -304,7 +283,7 @@ async def test_no_key_token_or_plaintext_in_any_log(
                     assert await sender.send(conversation, text) in (201, 202)
             blob = os.urandom(48)
             binaries.append(blob)
-            status, _ = await http_json(
+            status, _ = await request(
                 http,
                 "POST",
                 f"{alice.url}/v1/conversations/{conversation}/messages",
@@ -317,8 +296,8 @@ async def test_no_key_token_or_plaintext_in_any_log(
             )
             assert status in (201, 202)
             # a wrong token, a malformed body: the error paths log too
-            await http_json(http, "GET", bob.url + "/v1/me", headers={"Authorization": "Bearer x"})
-            await http_json(
+            await request(http, "GET", bob.url + "/v1/me", headers={"Authorization": "Bearer x"})
+            await request(
                 http,
                 "POST",
                 f"{bob.url}/v1/conversations/{conversation}/messages",
