@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -79,6 +80,14 @@ async def open_transport() -> AsyncIterator[OpenTransport]:
 @pytest.fixture
 def network() -> FakeNetwork:
     return FakeNetwork()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def message(payload: bytes = b"hello", content_topic: str = CT, **kw: Any) -> WakuMessage:

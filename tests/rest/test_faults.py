@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from umbra_waku.errors import (
 )
 from umbra_waku.transport import HistoryQuery
 
-from .conftest import CT, OpenTransport, ServeNode, collect, eventually, message
+from .conftest import CT, OpenTransport, ServeNode, collect, eventually, free_port, message
 
 RELAY_GET = "/relay/v1/messages"
 
@@ -108,9 +107,7 @@ async def test_hanging_node_gives_node_timeout_within_the_configured_time(
 
 
 async def test_connection_refused_is_node_unreachable(open_transport: OpenTransport) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     transport = await open_transport(f"http://127.0.0.1:{port}", start=False, retry_attempts=2)
     for call in (
         transport.publish(message()),

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
 from umbra_waku.errors import NodeProtocolError, NodeTimeout, NodeUnreachable
 
-from .conftest import OpenTransport, ServeNode
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from .conftest import OpenTransport, ServeNode, free_port
 
 
 async def test_start_waits_through_nwaku_initialising_404s(
@@ -87,7 +79,7 @@ async def test_start_against_nothing_listening_is_node_unreachable_within_start_
     open_transport: OpenTransport,
 ) -> None:
     transport = await open_transport(
-        f"http://127.0.0.1:{_free_port()}", start=False, start_timeout=0.3
+        f"http://127.0.0.1:{free_port()}", start=False, start_timeout=0.3
     )
     began = time.monotonic()
     with pytest.raises(NodeUnreachable):
@@ -129,7 +121,7 @@ async def test_ready_never_raises(serve_node: ServeNode, open_transport: OpenTra
     served.node.fail("/health", status=503, times=1)
     assert await transport.ready() is False
     assert await transport.ready() is True
-    down = await open_transport(f"http://127.0.0.1:{_free_port()}", start=False)
+    down = await open_transport(f"http://127.0.0.1:{free_port()}", start=False)
     assert await down.ready() is False
 
 
