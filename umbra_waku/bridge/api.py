@@ -349,6 +349,12 @@ def _send_result(sent: Sent, delivery: Delivery) -> models.SendResult:
     )
 
 
+def _delivery_status(delivery: Delivery) -> int:
+    """The HTTP status of a send by where its message stands: 201 published, 202 pending (the
+    outbox retries it), 502 refused for good by the node."""
+    return 502 if delivery is Delivery.FAILED else 201 if delivery is Delivery.PUBLISHED else 202
+
+
 def _send_status(sent: Sent, delivery: Delivery) -> int:
     if delivery is Delivery.FAILED:
         raise ApiError(
@@ -356,7 +362,7 @@ def _send_status(sent: Sent, delivery: Delivery) -> int:
             "publish_rejected",
             f"the node refused message {sent.message_hash.hex0x()}; it will not be retried",
         )
-    return 201 if delivery is Delivery.PUBLISHED else 202
+    return _delivery_status(delivery)
 
 
 def event_json(record: EventRecord) -> dict[str, Any]:
@@ -531,7 +537,7 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 def _item_error(
-    index: int, conversation_id: str, status: int, code: str, message: str, field: str | None
+    conversation_id: str, status: int, code: str, message: str, field: str | None
 ) -> dict[str, Any]:
     return {
         "status": status,
@@ -562,11 +568,11 @@ async def send_messages(request: web.Request) -> web.Response:
         record = await bridge.conversation(bot.bot_id, short)
         if record is None:
             results[i] = _item_error(
-                i, short, 404, "not_found", "no such conversation", f"messages.{i}.conversation_id"
+                short, 404, "not_found", "no such conversation", f"messages.{i}.conversation_id"
             )
         elif record.closed:
             results[i] = _item_error(
-                i, short, 409, "conversation_closed", "the peer closed this conversation", None
+                short, 409, "conversation_closed", "the peer closed this conversation", None
             )
         else:
             items.append((record, content))
@@ -579,7 +585,7 @@ async def send_messages(request: web.Request) -> web.Response:
                 sent, delivery = outcome
                 failed = delivery is Delivery.FAILED
                 results[i] = {
-                    "status": 502 if failed else 201 if delivery is Delivery.PUBLISHED else 202,
+                    "status": _delivery_status(delivery),
                     "conversation_id": short,
                     "message_hash": sent.message_hash.hex0x(),
                     "delivery": delivery.value,
@@ -594,7 +600,6 @@ async def send_messages(request: web.Request) -> web.Response:
             elif isinstance(outcome, InvalidInput):
                 field = "text" if body.messages[i].text is not None else "data_b64"
                 results[i] = _item_error(
-                    i,
                     short,
                     422,
                     "invalid_request",
@@ -603,7 +608,7 @@ async def send_messages(request: web.Request) -> web.Response:
                 )
             else:
                 results[i] = _item_error(
-                    i, short, 409, "conversation_closed", _one_line(str(outcome)), None
+                    short, 409, "conversation_closed", _one_line(str(outcome)), None
                 )
     return _json({"results": results})
 
