@@ -25,11 +25,14 @@ import os
 import struct
 from typing import Generic, TypeVar
 
-try:
-    from umbra_waku import _speedups as impl
-except ImportError:  # pragma: no cover - installed without a C compiler; CI requires the extension
-    from umbra_waku import _speedups_py as impl  # type: ignore[no-redef]
-if os.environ.get("UMBRA_WAKU_PURE_PYTHON") == "1":  # pragma: no cover - a test switch
+# UMBRA_WAKU_PURE_PYTHON=1 (a test switch) selects the twin without loading the extension
+_pure = os.environ.get("UMBRA_WAKU_PURE_PYTHON") == "1"
+if not _pure:
+    try:
+        from umbra_waku import _speedups as impl
+    except ImportError:  # pragma: no cover - installed without a C compiler; CI requires it
+        _pure = True
+if _pure:
     from umbra_waku import _speedups_py as impl  # type: ignore[no-redef]
 
 __all__ = [
