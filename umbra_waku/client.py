@@ -973,7 +973,7 @@ class UmbraClient:
                     ConversationState.of(address, session.conversation(conversation_id))
                     for conversation_id in touched
                 ]
-                keys = await self._save_sealed(states, [(c, m) for _, c, m in sealed])
+                keys = await self.ledger.sealed_many(states, [(c, m) for _, c, m in sealed])
         if sealed:
             pending = [
                 PendingEnvelope(key, address, conversation_id, message)
@@ -983,17 +983,6 @@ class UmbraClient:
             for (index, conversation_id, message), future in zip(sealed, futures, strict=True):
                 results[index] = Sent(conversation_id, self._hash_of(message), message, future)
         return [result for result in results if result is not None]
-
-    async def _save_sealed(
-        self, states: Sequence[ConversationState], messages: Sequence[tuple[str, WakuMessage]]
-    ) -> list[int]:
-        many = getattr(self.ledger, "sealed_many", None)
-        if many is not None:
-            keys: list[int] = await many(states, messages)
-            return keys
-        # a ledger without batches: one write per message (each with the latest state)
-        by_id = {state.conversation_id: state for state in states}
-        return [await self.ledger.sealed(by_id[c], m) for c, m in messages]
 
     async def publish(self, message: WakuMessage) -> MessageHash:
         """Publish one message with retries (retriable errors only), always the same bytes."""
@@ -1070,7 +1059,7 @@ class UmbraClient:
             ]
             if done:
                 try:
-                    await self._save_published(done)
+                    await self.ledger.published_many([key for key, _ in done])
                 except Exception as exc:  # noqa: BLE001 -- they stay pending: republished
                     log.warning("cannot mark %d published envelopes: %s", len(done), exc)
             for key, outcome in zip(keys, outcomes, strict=True):
@@ -1085,14 +1074,6 @@ class UmbraClient:
                     future.cancel()
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
-
-    async def _save_published(self, done: Sequence[tuple[int, MessageHash]]) -> None:
-        many = getattr(self.ledger, "published_many", None)
-        if many is not None:
-            await many([key for key, _ in done])
-            return
-        for key, message_hash in done:
-            await self.ledger.published(key, message_hash)
 
     async def _publish_many(
         self,
@@ -1518,7 +1499,7 @@ class UmbraClient:
                     ConversationState.of(address, session.conversation(conversation_id))
                     for (address, conversation_id), session in changed.items()
                 ]
-                saving = self._save_received(states, inbound)
+                saving = self.ledger.received_many(states, inbound)
                 if not self._ordered:
                     await saving
                 else:
@@ -1532,21 +1513,6 @@ class UmbraClient:
             for lock in held.values():
                 lock.release()
         await self._emit_in_order(write, emitted)
-
-    async def _save_received(
-        self,
-        states: Sequence[ConversationState],
-        inbound: Sequence[tuple[InboundEvent, MessageHash]],
-    ) -> None:
-        many = getattr(self.ledger, "received_many", None)
-        if many is not None:
-            await many(states, inbound)
-            return
-        # a ledger without batches: one write per message, each with its conversation's state
-        by_key = {(s.client_address, s.conversation_id): s for s in states}
-        for event, message_hash in inbound:
-            state = by_key[event.client_address, event.conversation_id]
-            await self.ledger.received(event, state, message_hash)
 
     async def _classify_chunk(
         self,
