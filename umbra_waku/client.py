@@ -31,9 +31,9 @@ across restarts). Its contract is what makes a crash lose nothing that was ackno
   stops (:meth:`UmbraClient.wait_closed` raises): the session in memory is then ahead of what was
   saved, and only a restart from the saved state (with backfill) is consistent again;
 - sent: ``seal`` -> ``Ledger.sealed`` (new ratchet state + the message, in one transaction) ->
-  publish -> ``Ledger.published``; :meth:`UmbraClient.send_many` seals a batch and saves it with
-  one ``Ledger.sealed_many``, publishes it in order, then marks it with one
-  ``Ledger.published_many``. Messages the ledger still lists as pending are republished,
+  publish -> ``Ledger.published_many`` (what was published meanwhile, in one write);
+  :meth:`UmbraClient.send_many` seals a batch and saves it with one ``Ledger.sealed_many``, then
+  publishes it in order. Messages the ledger still lists as pending are republished,
   byte for byte, on start, after reconnects and every ``republish_interval``.
 - checkpoints advance only through the same queue the messages go through, so a checkpoint is
   saved only after every message received before it was handled.
@@ -363,11 +363,6 @@ class Ledger(Protocol):
     async def load(self) -> LedgerSnapshot:
         """Recent message hashes and checkpoints, once at start."""
 
-    async def received(
-        self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
-    ) -> None:
-        """Save the conversation's new state, the event and the hash in ONE transaction."""
-
     async def received_many(
         self,
         conversations: Sequence[ConversationState],
@@ -387,9 +382,6 @@ class Ledger(Protocol):
     ) -> list[int]:
         """Save a batch in ONE transaction: the latest state of each conversation and the
         (conversation_id, message) pairs to publish, in order; returns their keys."""
-
-    async def published(self, key: int, message_hash: MessageHash) -> None:
-        """The node accepted the envelope ``key``."""
 
     async def published_many(self, keys: Sequence[int]) -> None:
         """The node accepted these envelopes (one write)."""
@@ -455,9 +447,6 @@ class MemoryLedger:
             self.outbox[number] = PendingEnvelope(number, address, conversation_id, message)
             keys.append(number)
         return keys
-
-    async def published(self, key: int, message_hash: MessageHash) -> None:
-        self.outbox.pop(key, None)
 
     async def published_many(self, keys: Sequence[int]) -> None:
         for key in keys:
@@ -1052,16 +1041,16 @@ class UmbraClient:
                 if not future.done():
                     future.set_result(outcome.delivery)
             await self._emit_many(outcomes)
-            done = [
-                (key, outcome.message_hash)
+            published = [
+                key
                 for key, outcome in zip(keys, outcomes, strict=True)
                 if outcome.delivery is Delivery.PUBLISHED
             ]
-            if done:
+            if published:
                 try:
-                    await self.ledger.published_many([key for key, _ in done])
+                    await self.ledger.published_many(published)
                 except Exception as exc:  # noqa: BLE001 -- they stay pending: republished
-                    log.warning("cannot mark %d published envelopes: %s", len(done), exc)
+                    log.warning("cannot mark %d published envelopes: %s", len(published), exc)
             for key, outcome in zip(keys, outcomes, strict=True):
                 if outcome.delivery is Delivery.FAILED:
                     try:

@@ -257,18 +257,13 @@ class BridgeLedger:
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
         self._store = bridge.store
-        # received() and sealed() queue their store write before their first suspension when
-        # the store does (SqliteStore): see Ledger.ordered_writes.
+        # received_many() and sealed_many() queue their store write before their first
+        # suspension when the store does (SqliteStore): see Ledger.ordered_writes.
         self.ordered_writes = bool(getattr(bridge.store, "ordered_writes", False))
 
     async def load(self) -> LedgerSnapshot:
         hashes = await self._store.recent_hashes(DEDUPE_CAPACITY)
         return LedgerSnapshot([MessageHash(h) for h in hashes], await self._store.checkpoints())
-
-    async def received(
-        self, event: InboundEvent, conversation: ConversationState, message_hash: MessageHash
-    ) -> None:
-        await self.received_many([conversation], [(event, message_hash)])
 
     async def received_many(
         self,
@@ -347,9 +342,6 @@ class BridgeLedger:
         for record in records:
             self._bridge.remember_conversation(record)
         return result
-
-    async def published(self, key: int, message_hash: MessageHash) -> None:
-        await self._store.mark_published(key, bytes(message_hash))
 
     async def published_many(self, keys: Sequence[int]) -> None:
         await self._store.mark_published_many(keys)
