@@ -12,23 +12,31 @@ with 1, 1,000 and 100,000 known conversations.
   ``classify`` call each; and the same envelopes through ``classify_many`` in batches of 100
   (``*_batch_*`` keys; ``hints_batch_*_vs_1`` compare batched runs with each other);
 - Readable PrivateV1: a stream of one conversation, decrypted in order (each run restarts from a
-  copy of the receiver's state); Readable inbox: invitations, each accepted by a fresh receiver.
+  copy of the receiver's state); Readable inbox: invitations, each accepted by a fresh receiver;
+- a client with many identities (a bridge with many bots): ``UmbraClient``'s receive path
+  (``_classify_chunk``: the router, then the sessions it names) on the same foreign envelopes in
+  batches of 64, with 2 and with 1,000 identities bound (``identities_1k_vs_2``).
 
 All runs are interleaved (rotating order, median of the rounds), so load drift hits them alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import uuid
 from collections.abc import Callable
 
 from benchmarks.common import interleaved, scaled
 from umbra_waku import Content, Identity, Session
 from umbra_waku._proto import umbra_frames_pb2
 from umbra_waku._proto.umbra_envelope_pb2 import UmbraEnvelopeV1
+from umbra_waku.client import UmbraClient, _Inbound
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
 from umbra_waku.frames import NotForMe
 from umbra_waku.hints import fingerprint
+from umbra_waku.transport import ReceivedMessage, connect
+from umbra_waku.waku.message import WakuMessage
 
 
 def _pair() -> tuple[Session, Session, str]:
@@ -112,6 +120,37 @@ def _classify_batches(session: Session, data: list[bytes]) -> Callable[[], int]:
     return go
 
 
+CLIENT_BATCH = 64
+
+
+def _client_receive(
+    loop: asyncio.AbstractEventLoop, identities: int, data: list[bytes]
+) -> Callable[[], int]:
+    """What a client's receive loop does with a drained batch (``UmbraClient._classify_chunk``,
+    an internal: no transport, queue or ledger around it), ``CLIENT_BATCH`` envelopes at a time,
+    with ``identities`` sessions bound. NotForMe on the private topic is not remembered as seen,
+    so every round classifies the same envelopes afresh."""
+    client = UmbraClient(
+        [Identity.generate() for _ in range(identities)],
+        connect(f"memory://bench-identities-{uuid.uuid4().hex}"),
+    )
+    messages = [
+        WakuMessage(payload, PRIVATE_TOPIC, timestamp=n + 1) for n, payload in enumerate(data)
+    ]
+    items = [_Inbound(ReceivedMessage.of(m, "/bench", "relay"), False) for m in messages]
+    chunks = [items[start : start + CLIENT_BATCH] for start in range(0, len(items), CLIENT_BATCH)]
+
+    async def receive() -> None:
+        for chunk in chunks:
+            await client._classify_chunk(chunk, {}, {})
+
+    def go() -> int:
+        loop.run_until_complete(receive())
+        return len(items)
+
+    return go
+
+
 def run(
     *, quick: bool, scale: float = 1.0, sizes: tuple[int, ...] = (1, 1_000, 100_000)
 ) -> dict[str, float]:
@@ -179,7 +218,13 @@ def run(
         runs[f"batch_{size}"] = _classify_batches(receivers[size], foreign)
     runs["readable_small"] = readable(small)
     runs["readable_large"] = readable(large)
-    rates = interleaved(runs, repeats=repeats)
+    loop = asyncio.new_event_loop()
+    try:
+        runs["identities_2"] = _client_receive(loop, 2, foreign)
+        runs["identities_1k"] = _client_receive(loop, 1_000, foreign)
+        rates = interleaved(runs, repeats=repeats)
+    finally:
+        loop.close()
 
     out = {
         "parse_per_s": rates["parse"],
@@ -215,6 +260,9 @@ def run(
             / rates["readable_small"],
             "classify_readable_inbox_per_s": rates["readable_inbox"],
             "classify_readable_inbox_vs_parse": rates["readable_inbox"] / rates["parse"],
+            "client_receive_2_identities_per_s": rates["identities_2"],
+            "client_receive_1k_identities_per_s": rates["identities_1k"],
+            "identities_1k_vs_2": rates["identities_1k"] / rates["identities_2"],
         }
     )
     return out

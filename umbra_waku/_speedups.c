@@ -106,7 +106,7 @@ normalise(uint64_t fp)
 
 /* ---- HintIndex ---------------------------------------------------------------------------- */
 
-typedef struct {
+typedef struct HintIndexObject_ {
     PyObject_HEAD
     uint64_t *fps;      /* slots fingerprints, FP_EMPTY / FP_DELETED for free slots */
     void *fps_block;    /* what was allocated for fps (fps may be aligned inside it) */
@@ -119,6 +119,11 @@ typedef struct {
     void *bloom_block;  /* what was allocated for bloom */
     Py_ssize_t bloom_mask;
     Py_ssize_t stale;   /* removals since the filter was last rebuilt */
+    /* NULL, or an index that holds one (fingerprint, tag) entry for each entry of this one:
+     * several sessions' indexes mirrored into one router (HintIndex.mirror_to) */
+    struct HintIndexObject_ *mirror;
+    PyObject *tag; /* the owner of this index's entries in the mirror (NULL without one) */
+    Py_ssize_t sources; /* indexes mirrored into this one */
 } HintIndexObject;
 
 static PyTypeObject HintIndex_Type;
@@ -276,6 +281,16 @@ index_reserve(HintIndexObject *self, Py_ssize_t extra)
     return index_rebuild(self, target_slots(self->used + extra));
 }
 
+/* room for `extra` more entries here and in the mirror, if any */
+static int
+index_reserve_both(HintIndexObject *self, Py_ssize_t extra)
+{
+    if (index_reserve(self, extra) < 0) {
+        return -1;
+    }
+    return self->mirror == NULL ? 0 : index_reserve(self->mirror, extra);
+}
+
 static inline int
 index_contains(const HintIndexObject *self, uint64_t fp)
 {
@@ -322,6 +337,9 @@ index_insert(HintIndexObject *self, uint64_t fp, PyObject *owner)
     self->owners[i] = owner;
     self->used++;
     self->bloom[fp & (uint64_t)self->bloom_mask] |= bloom_bits(fp);
+    if (self->mirror != NULL) {
+        index_insert(self->mirror, fp, self->tag);
+    }
 }
 
 /* remove one (fp, owner) entry; returns the reference the table held, or NULL */
@@ -345,6 +363,10 @@ index_take(HintIndexObject *self, uint64_t fp, PyObject *owner)
             self->used--;
             self->deleted++;
             self->stale++;
+            if (self->mirror != NULL) {
+                /* the mirror's reference to the tag; this index holds one more */
+                Py_XDECREF(index_take(self->mirror, fp, self->tag));
+            }
             return held;
         }
         if (++i == slots) {
@@ -364,6 +386,9 @@ index_maybe_shrink(HintIndexObject *self)
     }
     else if (self->stale > self->used / 2 + 32) {
         bloom_refresh(self);
+    }
+    if (self->mirror != NULL) {
+        index_maybe_shrink(self->mirror);
     }
 }
 
@@ -437,16 +462,53 @@ static int
 HintIndex_traverse(HintIndexObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->parking);
+    Py_VISIT((PyObject *)self->mirror);
+    Py_VISIT(self->tag);
     for (Py_ssize_t i = 0; i < self->slots; i++) {
         Py_VISIT(self->owners[i]);
     }
     return 0;
 }
 
+/* take this index's entries out of its mirror and forget the mirror */
+static void
+index_unmirror(HintIndexObject *self)
+{
+    HintIndexObject *mirror = self->mirror;
+    PyObject *tag = self->tag;
+    if (mirror == NULL) {
+        return;
+    }
+    self->mirror = NULL;
+    self->tag = NULL;
+    for (Py_ssize_t i = 0; i < self->slots; i++) {
+        uint64_t fp = self->fps[i];
+        if (fp != FP_EMPTY && fp != FP_DELETED) {
+            Py_XDECREF(index_take(mirror, fp, tag));
+        }
+    }
+    index_maybe_shrink(mirror);
+    mirror->sources--;
+    Py_DECREF(tag);
+    Py_DECREF((PyObject *)mirror);
+}
+
 /* drop every entry; the references are released after the table is consistent again */
 static void
 index_drop_all(HintIndexObject *self)
 {
+    if (self->mirror != NULL) {
+        /* its entries leave the mirror; the mirror stays */
+        HintIndexObject *mirror = self->mirror;
+        PyObject *tag = self->tag;
+        for (Py_ssize_t i = 0; i < self->slots; i++) {
+            uint64_t fp = self->fps[i];
+            if (fp != FP_EMPTY && fp != FP_DELETED) {
+                Py_XDECREF(index_take(mirror, fp, tag));
+            }
+        }
+        index_maybe_shrink(mirror);
+    }
     PyObject **owners = self->owners;
     void *block = self->fps_block;
     Py_ssize_t slots = self->slots;
@@ -470,6 +532,7 @@ HintIndex_clear(HintIndexObject *self)
 {
     /* None, not NULL: a cleared index (garbage collection of a cycle) stays usable, empty */
     Py_XSETREF(self->parking, Py_NewRef(Py_None));
+    index_unmirror(self);
     index_drop_all(self);
     return 0;
 }
@@ -497,7 +560,7 @@ HintIndex_add(HintIndexObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     fp = normalise((uint64_t)raw);
-    if (index_reserve(self, 1) < 0) {
+    if (index_reserve_both(self, 1) < 0) {
         return NULL;
     }
     index_insert(self, fp, args[1]);
@@ -533,7 +596,7 @@ HintIndex_add_packed(HintIndexObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     Py_ssize_t count = view.len / 8;
-    if (index_reserve(self, count) < 0) {
+    if (index_reserve_both(self, count) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -600,6 +663,31 @@ HintIndex_remove_packed(HintIndexObject *self, PyObject *const *args, Py_ssize_t
     return PyLong_FromSsize_t(removed);
 }
 
+/* the owners of the entries with fingerprint fp (normalised), as a new tuple */
+static PyObject *
+index_owners(HintIndexObject *self, uint64_t fp)
+{
+    if (!index_contains(self, fp)) {
+        return PyTuple_New(0);
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = home_slot(fp, self->slots);
+    while (self->fps[i] != FP_EMPTY) {
+        if (self->fps[i] == fp && PyList_Append(out, self->owners[i]) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (++i == self->slots) {
+            i = 0;
+        }
+    }
+    Py_SETREF(out, PyList_AsTuple(out));
+    return out;
+}
+
 static PyObject *
 HintIndex_owners(HintIndexObject *self, PyObject *arg)
 {
@@ -607,25 +695,47 @@ HintIndex_owners(HintIndexObject *self, PyObject *arg)
     if (fp_from_object(arg, &fp) < 0) {
         return NULL;
     }
-    PyObject *out = PyList_New(0);
-    if (out == NULL) {
+    return index_owners(self, fp);
+}
+
+static PyObject *
+HintIndex_mirror_to(HintIndexObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "mirror_to(index, tag) takes 2 arguments");
         return NULL;
     }
-    if (self->slots > 0) {
-        Py_ssize_t i = home_slot(fp, self->slots);
-        while (self->fps[i] != FP_EMPTY) {
-            if (self->fps[i] == fp && PyList_Append(out, self->owners[i]) < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            if (++i == self->slots) {
-                i = 0;
-            }
+    if (args[0] == Py_None) {
+        index_unmirror(self);
+        Py_RETURN_NONE;
+    }
+    if (!PyObject_TypeCheck(args[0], &HintIndex_Type)) {
+        PyErr_SetString(PyExc_TypeError, "mirror_to: the mirror must be a HintIndex or None");
+        return NULL;
+    }
+    HintIndexObject *mirror = (HintIndexObject *)args[0];
+    /* one level only: a mirror has no mirror, and an index mirrored into gets none */
+    if (mirror == self || mirror->mirror != NULL || self->sources > 0) {
+        PyErr_SetString(PyExc_ValueError, "mirror_to: mirrors do not chain");
+        return NULL;
+    }
+    if (index_reserve(mirror, self->used) < 0) {
+        return NULL;
+    }
+    index_unmirror(self);
+    for (Py_ssize_t i = 0; i < self->slots; i++) {
+        uint64_t fp = self->fps[i];
+        if (fp != FP_EMPTY && fp != FP_DELETED) {
+            index_insert(mirror, fp, args[1]);
         }
     }
-    Py_SETREF(out, PyList_AsTuple(out));
-    return out;
+    self->mirror = (HintIndexObject *)Py_NewRef((PyObject *)mirror);
+    self->tag = Py_NewRef(args[1]);
+    mirror->sources++;
+    Py_RETURN_NONE;
 }
+
+static PyObject *HintIndex_route(HintIndexObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyObject *
 HintIndex_clear_method(HintIndexObject *self, PyObject *Py_UNUSED(ignored))
@@ -691,6 +801,12 @@ static PyMethodDef HintIndex_methods[] = {
     {"owners", (PyCFunction)HintIndex_owners, METH_O,
      "owners(fingerprint) -> tuple: the owners of the entries with that fingerprint"},
     {"clear", (PyCFunction)HintIndex_clear_method, METH_NOARGS, "remove every entry"},
+    {"mirror_to", (PyCFunction)(void (*)(void))HintIndex_mirror_to, METH_FASTCALL,
+     "mirror_to(index, tag): keep one (fingerprint, tag) entry in index for each entry of this "
+     "one, from now on (None: stop, and take them out)"},
+    {"route", (PyCFunction)(void (*)(void))HintIndex_route, METH_FASTCALL,
+     "route(payloads, max_bytes) -> list: per payload, the owners of its hint's fingerprint "
+     "(a tuple, empty for none) when the scanner is sure of its shape, else None"},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -1566,6 +1682,61 @@ speedups_scan_envelope(PyObject *Py_UNUSED(module), PyObject *data)
         return NULL;
     }
     return Py_BuildValue("(Nk)", hint, (unsigned long)scanned.salt);
+}
+
+/* HintIndex.route: for each payload, the owners of its hint's fingerprint when the scanner is
+ * sure of the envelope (the conditions under which FastPath answers NotForMe when the
+ * fingerprint is absent), else None. UmbraClient offers a private-topic envelope only to the
+ * sessions it names (plus, see there, those that read an earlier one of the same batch). */
+static PyObject *
+HintIndex_route(HintIndexObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "route(payloads, max_bytes) takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
+    if (max_bytes == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *payloads = args[0];
+    if (PyBytes_Check(payloads) || PyByteArray_Check(payloads) || PyMemoryView_Check(payloads) ||
+        PyUnicode_Check(payloads)) {
+        PyErr_SetString(PyExc_TypeError, "route() takes a sequence of payloads, not one payload");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(payloads, "route() takes a sequence of payloads");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *data = items[k];
+        PyObject *owners = NULL;
+        Scanned scanned;
+        if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) <= max_bytes &&
+            scan_envelope((const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                          &scanned)) {
+            owners = index_owners(self, normalise(scanned.fp));
+            if (owners == NULL) {
+                Py_DECREF(out);
+                Py_DECREF(seq);
+                return NULL;
+            }
+        }
+        else {
+            owners = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(out, k, owners);
+    }
+    Py_DECREF(seq);
+    return out;
 }
 
 static PyMethodDef speedups_methods[] = {

@@ -87,12 +87,15 @@ def fingerprint(hint: str) -> int | None:
 class HintIndex(Generic[T]):
     """fingerprint -> owners: a multiset of (fingerprint, owner) entries."""
 
-    __slots__ = ("_entries", "_size", "parking")
+    __slots__ = ("_entries", "_mirror", "_size", "_sources", "_tag", "parking")
 
     def __init__(self, parking: Any = None) -> None:
         self._entries: dict[int, list[T]] = {}
         self._size = 0
         self.parking = parking
+        self._mirror: HintIndex[Any] | None = None
+        self._tag: Any = None
+        self._sources = 0
 
     def __len__(self) -> int:
         return self._size
@@ -111,8 +114,11 @@ class HintIndex(Generic[T]):
         return 0
 
     def add(self, fp: int, owner: T) -> None:
-        self._entries.setdefault(_check_fp(fp), []).append(owner)
+        key = _check_fp(fp)
+        self._entries.setdefault(key, []).append(owner)
         self._size += 1
+        if self._mirror is not None:
+            self._mirror._put(key, self._tag)
         if self.parking is not None:
             self.parking.notice(fp)
 
@@ -120,10 +126,16 @@ class HintIndex(Generic[T]):
         values = _unpack(fps)
         for fp in values:
             self._entries.setdefault(_normalise(fp), []).append(owner)
+            if self._mirror is not None:
+                self._mirror._put(_normalise(fp), self._tag)
         self._size += len(values)
         if self.parking is not None:
             for fp in values:
                 self.parking.notice(fp)
+
+    def _put(self, key: int, owner: T) -> None:
+        self._entries.setdefault(key, []).append(owner)
+        self._size += 1
 
     def remove(self, fp: int, owner: T) -> bool:
         key = _check_fp(fp)
@@ -136,6 +148,8 @@ class HintIndex(Generic[T]):
                 if not owners:
                     del self._entries[key]
                 self._size -= 1
+                if self._mirror is not None:
+                    self._mirror.remove(key, self._tag)
                 return True
         return False
 
@@ -146,8 +160,51 @@ class HintIndex(Generic[T]):
         return tuple(self._entries.get(_check_fp(fp), ()))
 
     def clear(self) -> None:
+        self._unmirror_entries()
         self._entries.clear()
         self._size = 0
+
+    def mirror_to(self, index: HintIndex[Any] | None, tag: Any) -> None:
+        """Keep one (fingerprint, ``tag``) entry in ``index`` for each entry of this one, from
+        now on (None: stop, and take them out of the mirror)."""
+        if index is None:
+            self._unmirror()
+            return
+        if not isinstance(index, HintIndex):
+            raise TypeError("mirror_to: the mirror must be a HintIndex or None")
+        if index is self or index._mirror is not None or self._sources > 0:
+            raise ValueError("mirror_to: mirrors do not chain")
+        self._unmirror()
+        for key, owners in self._entries.items():
+            for _ in owners:
+                index._put(key, tag)
+        self._mirror, self._tag = index, tag
+        index._sources += 1
+
+    def _unmirror_entries(self) -> None:
+        mirror = self._mirror
+        if mirror is not None:
+            for key, owners in self._entries.items():
+                for _ in owners:
+                    mirror.remove(key, self._tag)
+
+    def _unmirror(self) -> None:
+        mirror = self._mirror
+        if mirror is not None:
+            self._unmirror_entries()
+            mirror._sources -= 1
+            self._mirror, self._tag = None, None
+
+    def route(self, payloads: Iterable[Any], max_bytes: int) -> list[tuple[T, ...] | None]:
+        """Per payload, the owners of its hint's fingerprint (a tuple, empty for none) when the
+        scanner is sure of the envelope (exact bytes, at most ``max_bytes``), else None."""
+        if isinstance(payloads, bytes | bytearray | memoryview | str):
+            raise TypeError("route() takes a sequence of payloads")
+        out: list[tuple[T, ...] | None] = []
+        for data in tuple(payloads):
+            scanned = _scan(data) if type(data) is bytes and len(data) <= max_bytes else None
+            out.append(None if scanned is None else self.owners(int(scanned[0][:16], 16)))
+        return out
 
 
 def _unpack(fps: bytes) -> list[int]:

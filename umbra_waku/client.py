@@ -47,6 +47,7 @@ Events never carry keys; only the inbound events carry plaintext.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -67,6 +68,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from umbra_waku import hints
 from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1
 from umbra_waku.errors import (
     ConversationError,
@@ -84,7 +86,7 @@ from umbra_waku.frames import (
     Readable,
     State,
 )
-from umbra_waku.hints import ParkingLot
+from umbra_waku.hints import HintIndex, ParkingLot
 from umbra_waku.identity import Identity
 from umbra_waku.session import Outgoing, Session
 from umbra_waku.transport import (
@@ -97,7 +99,7 @@ from umbra_waku.transport import (
 )
 from umbra_waku.validation import check_int, check_seconds
 from umbra_waku.waku.dedupe import RecentHashes
-from umbra_waku.waku.message import MessageHash, WakuMessage
+from umbra_waku.waku.message import MAX_MESSAGE_BYTES, MessageHash, WakuMessage
 
 __all__ = [
     "Backfilled",
@@ -607,6 +609,12 @@ class UmbraClient:
         self.options = options if options is not None else ClientOptions()
         self._manage_transport = manage_transport
         self._sessions: dict[str, Session] = {}
+        # client_address -> position in _sessions' order (increasing; the sort key of offers)
+        self._order: dict[str, int] = {}
+        self._order_next = 0
+        # every session's expected and recently read hint fingerprints, owner = client_address:
+        # a private-topic envelope is offered only to the sessions that may read it
+        self._router: HintIndex[str] = hints.impl.HintIndex()
         self._inbox_owner: dict[str, str] = {}  # inbox content topic -> client_address
         self._locks: dict[str, asyncio.Lock] = {}
         self._recent = RecentHashes(self.options.dedupe_capacity)
@@ -673,7 +681,10 @@ class UmbraClient:
         if address in self._sessions:
             raise InvalidInput(f"identity {address} is already bound to this client")
         self._sessions[address] = session
+        self._order[address] = self._order_next
+        self._order_next += 1
         session.use_parking(self._parked)
+        session.use_router(self._router, address)
         self._inbox_owner[session.inbox.content_topic] = address
         if since_ns is not None:
             topic = session.inbox.content_topic
@@ -686,6 +697,8 @@ class UmbraClient:
         """Unbind an identity; its messages are no longer received."""
         session = self._sessions.pop(client_address, None)
         if session is not None:
+            self._order.pop(client_address, None)
+            session.use_router(None)
             self._inbox_owner.pop(session.inbox.content_topic, None)
             self._locks.pop(client_address, None)
             self._backfilled.discard(session.inbox.content_topic)
@@ -1574,19 +1587,23 @@ class UmbraClient:
     ) -> bool:
         """One pass of :meth:`_classify_chunk` over the sessions; True if anything was read."""
         readable = False
-        for address in list(self._sessions):
-            # this session's messages, in order: its inbox's and the private ones still open
-            mine = sorted(
-                [*by_owner.get(address, ()), *(i for i in private if not tracks[i].closed)]
-            )
-            if not mine:
-                continue
+        for address, start in self._offers(chunk, private, by_owner):
             session, lock = self._sessions.get(address), self._locks.get(address)
             if session is None or lock is None:
                 continue  # removed meanwhile
             if address not in held and lock.locked():
                 await lock.acquire()  # a send of this session is being saved: after it
                 held[address] = lock
+                start = 0  # its state may have changed meanwhile: offered every open one
+            # this session's messages, in order: its inbox's, and the private ones still open
+            # from the first one it may read on (see _offers)
+            mine = [
+                *by_owner.get(address, ()),
+                *(i for i in private[bisect.bisect_left(private, start) :] if not tracks[i].closed),
+            ]
+            if not mine:
+                continue
+            mine.sort()
             for topic, run in _topic_runs(chunk, mine):
                 results = session.classify_many(
                     [chunk[i].received.message.payload for i in run], topic
@@ -1614,6 +1631,38 @@ class UmbraClient:
                         else:
                             track.found = address
         return readable
+
+    def _offers(
+        self, chunk: list[_Inbound], private: list[int], by_owner: dict[str, list[int]]
+    ) -> list[tuple[str, int]]:
+        """The sessions a pass offers messages to, in the client's order, each with the position
+        of the first message it is offered; from there on it is offered every private one still
+        open, besides its inbox's.
+
+        One by one, every session would be offered every private message in turn; this skips
+        only what would certainly be NotForMe. The router (every session's expected and
+        recently read fingerprints, :meth:`Session.use_router`) names, for an envelope the fast
+        path's scanner is sure of, the sessions that may read it; every other session answers
+        NotForMe for it as long as its state is what it was when the pass began, i.e. until it
+        reads a message of this chunk (a window moves, an invitation adds a conversation).
+        So a session starts at the first message the router names it for, or of its inbox;
+        a message the scanner is not sure of goes to every session; one the router names
+        nobody for goes to the first session, whose NotForMe is everybody's."""
+        first: dict[str, int] = {address: indices[0] for address, indices in by_owner.items()}
+        if private and self._sessions:
+            lead = next(iter(self._sessions))
+            payloads = [chunk[i].received.message.payload for i in private]
+            routes = self._router.route(payloads, MAX_MESSAGE_BYTES)
+            for i, route in zip(private, routes, strict=True):
+                if route is None:  # not sure: every session, from here on at the latest
+                    return [(address, min(first.get(address, i), i)) for address in self._sessions]
+                for address in route or (lead,):
+                    if first.get(address, i) >= i:
+                        first[address] = i
+        order = self._order
+        return sorted(
+            ((a, i) for a, i in first.items() if a in order), key=lambda offer: order[offer[0]]
+        )
 
     def _outcome(self, item: _Inbound, track: _Track) -> Classified:
         received = item.received

@@ -128,6 +128,15 @@ class Session:
         (see :class:`~umbra_waku.hints.ParkingLot`); the caller parks and re-classifies."""
         self._index.parking = parking
 
+    def use_router(self, router: HintIndex[Any] | None, tag: Any = None) -> None:
+        """Keep, in ``router``, one (fingerprint, ``tag``) entry for each hint this session
+        expects or remembers as read (None: take them out). A client with many sessions looks
+        an envelope's fingerprint up there to learn which sessions may read it: every other
+        session would answer NotForMe (see :meth:`HintIndex.route
+        <umbra_waku._speedups.HintIndex>`)."""
+        self._index.mirror_to(router, tag)
+        self._recent_index.mirror_to(router, tag)
+
     def add_conversation(self, conversation: PrivateV1) -> None:
         if self._hint_window is not None:
             conversation.window = self._hint_window

@@ -276,6 +276,134 @@ def test_random_operations_agree_between_the_implementations() -> None:
         assert Counter(indexes[0].owners(fp)) == Counter(indexes[1].owners(fp))
 
 
+def _tagged(index: Any, fps: list[int]) -> Counter[tuple[int, Any]]:
+    """(fingerprint, owner) -> entries, over the distinct fingerprints (0 and 1 are 2 and 3)."""
+    keys = {_speedups_py._normalise(fp) for fp in fps}
+    return Counter((fp, owner) for fp in keys for owner in index.owners(fp))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_a_mirror_holds_one_tagged_entry_per_entry(impl: ModuleType) -> None:
+    """Several indexes mirrored into one router: it holds (fingerprint, tag) once per entry of
+    each, through adds, removals, clear and unmirroring (a multiset, like the index)."""
+    router = impl.HintIndex()
+    a, b = impl.HintIndex(), impl.HintIndex()
+    x, y = Owner("x"), Owner("y")
+    a.add(5, x)
+    a.add(5, y)
+    a.mirror_to(router, "A")  # what a already holds goes in at once
+    b.mirror_to(router, "B")
+    b.add_packed((5).to_bytes(8, "big") + (7).to_bytes(8, "big"), x)
+    fps = [5, 7]
+    assert _tagged(router, fps) == Counter({(5, "A"): 2, (5, "B"): 1, (7, "B"): 1})
+    assert a.remove(5, x)
+    assert not a.remove(7, x)
+    assert _tagged(router, fps) == Counter({(5, "A"): 1, (5, "B"): 1, (7, "B"): 1})
+    assert b.remove_packed((7).to_bytes(8, "big"), x) == 1
+    assert _tagged(router, fps) == Counter({(5, "A"): 1, (5, "B"): 1})
+    b.clear()
+    assert _tagged(router, fps) == Counter({(5, "A"): 1})
+    assert len(router) == 1
+    a.mirror_to(None, None)
+    assert len(router) == 0
+    assert a.owners(5) == (y,)
+    a.add(8, x)  # no mirror any more
+    assert len(router) == 0
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_mirrors_do_not_chain(impl: ModuleType) -> None:
+    router, a, other = impl.HintIndex(), impl.HintIndex(), impl.HintIndex()
+    a.mirror_to(router, "A")
+    for source, target in ((a, a), (other, a), (router, other)):
+        with pytest.raises(ValueError, match="chain"):
+            source.mirror_to(target, "t")
+    with pytest.raises(TypeError):
+        other.mirror_to({}, "t")
+
+
+def test_a_collected_index_leaves_its_mirror() -> None:
+    """Natively an index that is freed (a cycle collected, too) takes its entries out of the
+    mirror; Session detaches explicitly (use_router(None)), so the twin needs no finaliser."""
+    if native is None:  # pragma: no cover
+        pytest.skip("not built")
+    router = native.HintIndex()
+    index = native.HintIndex()
+    index.mirror_to(router, "A")
+    index.add(11, index)  # a cycle: only the collector frees it
+    index.add(12, "plain")
+    assert len(router) == 2
+    del index
+    gc.collect()
+    assert len(router) == 0
+
+
+def test_random_mirrored_operations_agree_between_the_implementations() -> None:
+    if native is None:  # pragma: no cover
+        pytest.skip("not built")
+    rng = random.Random(5)
+    owners = [Owner(str(i)) for i in range(3)]
+    worlds = []
+    for impl in (native, _speedups_py):
+        router = impl.HintIndex()
+        sources = [impl.HintIndex() for _ in range(3)]
+        for k, source in enumerate(sources):
+            source.mirror_to(router, f"s{k}")
+        worlds.append((router, sources))
+    fps: list[int] = []
+    for step in range(4_000):
+        fp = rng.choice([0, 1, 2, rng.getrandbits(6), rng.getrandbits(64)])
+        fps.append(fp)
+        k, owner, action = rng.randrange(3), rng.choice(owners), rng.random()
+        for router, sources in worlds:
+            if action < 0.55:
+                sources[k].add(fp, owner)
+            elif action < 0.6:
+                sources[k].add_packed(fp.to_bytes(8, "big") * 2, owner)
+            elif action < 0.98:
+                sources[k].remove(fp, owner)
+            elif action < 0.99:
+                sources[k].clear()
+            else:  # leave and come back: the entries go out and in again
+                sources[k].mirror_to(None, None)
+                sources[k].mirror_to(router, f"s{k}")
+        if step % 50 == 0:
+            tagged = [_tagged(router, fps) for router, _ in worlds]
+            assert tagged[0] == tagged[1]
+            sources = worlds[0][1]
+            expected: Counter[tuple[int, Any]] = Counter()
+            for k, source in enumerate(sources):
+                for f in {_speedups_py._normalise(f) for f in fps}:
+                    expected[f, f"s{k}"] += len(source.owners(f))
+            assert tagged[0] == +expected
+            assert len(worlds[0][0]) == len(worlds[1][0]) == sum(len(s) for s in sources)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_route_names_the_owners_of_envelopes_the_scanner_is_sure_of(impl: ModuleType) -> None:
+    pair = make_pair()
+    envelope = pair.a2b("hello").payload
+    hint_value, _ = impl.scan_envelope(envelope)
+    fp = fingerprint(hint_value)
+    assert fp is not None
+    router = impl.HintIndex()
+    router.add(fp, "bob")
+    router.add(fp, "carol")
+    foreign = make_pair().a2b("x").payload
+    payloads: list[Any] = [envelope, foreign, envelope[:-1], bytearray(envelope), b"", envelope]
+    assert router.route(payloads, len(envelope)) == [
+        ("bob", "carol"),
+        (),  # sure of it, and nobody expects it
+        None,  # truncated: not sure
+        None,  # not bytes: not the fast path's
+        None,
+        ("bob", "carol"),
+    ]
+    assert router.route([envelope], len(envelope) - 1) == [None]  # larger than a message
+    with pytest.raises(TypeError):
+        router.route(envelope, 10)
+
+
 # ---- the hint function ---------------------------------------------------------------------------
 
 
