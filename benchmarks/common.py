@@ -113,6 +113,37 @@ def vm_rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) process ``pid`` has used, from /proc/<pid>/stat;
+    0.0 when it is gone. ``os.getpid()`` works too."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:  # pragma: no cover - the process ended
+        return 0.0
+    # after "pid (comm)": state is field 3, utime and stime fields 14 and 15 (man 5 proc)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by named groups of processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, groups: dict[str, Sequence[int]]) -> None:
+        self.groups = groups
+        self._before: dict[str, float] = {}
+        self.used: dict[str, float] = dict.fromkeys(groups, 0.0)
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self) -> None:
+        for name, value in self._now().items():
+            self.used[name] += value - self._before[name]
+
+
 @contextlib.contextmanager
 def scratch_dir(base: str | None = None) -> Iterator[Path]:
     """A fresh directory (under ``base``, e.g. /dev/shm), removed afterwards."""

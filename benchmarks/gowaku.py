@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import random
 import statistics
 import struct
@@ -40,7 +41,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from benchmarks.common import percentile, repo_on_path, running_bridge, scaled, scratch_dir
+from benchmarks.common import (
+    CpuMeter,
+    percentile,
+    repo_on_path,
+    running_bridge,
+    scaled,
+    scratch_dir,
+)
 from benchmarks.e2e import Arrivals, Pair, Sender, latencies, throughput
 from umbra_waku import Content, Identity, Session
 from umbra_waku.conversations.private import PRIVATE_TOPIC
@@ -149,7 +157,7 @@ async def _start_nodes(stack: contextlib.AsyncExitStack, workdir: Path) -> Any:
         binary, sandbox, workdir, log_level="ERROR", a_extra_args=extra, b_extra_args=extra
     )
     stack.push_async_callback(pair.close)
-    return harness, pair, shard
+    return harness, pair, shard, sandbox
 
 
 async def _measure(quick: bool, scale: float) -> dict[str, float]:
@@ -161,7 +169,7 @@ async def _measure(quick: bool, scale: float) -> dict[str, float]:
     size = envelope_size()
     async with contextlib.AsyncExitStack() as stack:
         workdir = stack.enter_context(scratch_dir())
-        harness, nodes, shard = await _start_nodes(stack, workdir)
+        harness, nodes, shard, sandbox = await _start_nodes(stack, workdir)
         args = ("--cluster-id", str(harness.CLUSTER_ID), "--shard", str(harness.SHARD))
         x = await stack.enter_async_context(running_bridge(nodes.a.rest_url, workdir / "x", *args))
         y = await stack.enter_async_context(running_bridge(nodes.b.rest_url, workdir / "y", *args))
@@ -180,11 +188,27 @@ async def _measure(quick: bool, scale: float) -> dict[str, float]:
 
         for label, pair in pairs.items():  # warm-up
             await throughput(pair, take(label, warm_up), warm_up, concurrency)
+        # CPU time of every process involved, per contender's throughput rounds
+        groups = {
+            "bridges": [x.pid, y.pid],
+            "nodes": [node.process.pid for node in (nodes.a, nodes.b) if node.process],
+            "forwarder": [pid for pid in (sandbox.forwarder_pid,) if pid],
+            "client": [os.getpid()],  # the bots' SDK, or the direct client
+        }
+        meters = {label: CpuMeter(groups) for label in pairs}
         rates: dict[str, list[float]] = {label: [] for label in pairs}
         for _ in range(rounds):
             for label, pair in pairs.items():
+                meters[label].start()
                 rates[label].append(await throughput(pair, take(label, count), count, concurrency))
+                meters[label].stop()
         rate = {label: statistics.median(values) for label, values in rates.items()}
+        cpu: dict[str, float] = {}
+        for label, meter in meters.items():
+            per_message = {name: used / (count * rounds) * 1e6 for name, used in meter.used.items()}
+            cpu[f"gowaku_{label}_cpu_us_per_msg"] = sum(per_message.values())
+            for name, value in per_message.items():
+                cpu[f"gowaku_{label}_cpu_us_per_msg_{name}"] = value
 
         target = rate["bridge"] / 2
         n = max(scaled(100, scale, 10), int(target * latency_seconds))
@@ -210,6 +234,7 @@ async def _measure(quick: bool, scale: float) -> dict[str, float]:
         "gowaku_direct_p99_ms": percentile(ms["direct"], 0.99),
         "gowaku_bridge_lost_messages": float(lost["bridge"]),
         "gowaku_direct_lost_messages": float(lost["direct"]),
+        **cpu,
     }
 
 

@@ -243,6 +243,11 @@ class Sandbox:
         self._enter: list[str] = []
         self._lock = asyncio.Lock()
 
+    @property
+    def forwarder_pid(self) -> int | None:
+        """The namespace holder, which also forwards the REST ports (None on the host)."""
+        return None if self._holder is None else self._holder.pid
+
     @classmethod
     async def create(cls) -> Sandbox:
         sandbox = cls()
