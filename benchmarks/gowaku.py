@@ -161,7 +161,7 @@ async def _start_nodes(stack: contextlib.AsyncExitStack, workdir: Path) -> Any:
 
 
 async def _measure(quick: bool, scale: float) -> dict[str, float]:
-    count = scaled(250 if quick else 2_000, scale, 10)
+    count = scaled(1_500 if quick else 6_000, scale, 10)
     rounds = scaled(2 if quick else 3, scale, 1)
     latency_seconds = (2.0 if quick else 20.0) * scale
     warm_up = scaled(50, scale, 5)
