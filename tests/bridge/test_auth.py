@@ -64,7 +64,7 @@ async def test_bots_see_only_their_own_conversations(start_bridge: StartBridge) 
     await h.wait_events(bob, 2)
 
     listed = await (await h.http.get("/v1/conversations", headers=mallory.auth)).json()
-    assert listed == {"conversations": []}
+    assert listed == {"conversations": [], "next": None}
     for method, path, body in [
         ("GET", f"/v1/conversations/{conversation}", None),
         ("POST", f"/v1/conversations/{conversation}/messages", {"text": "let me in"}),

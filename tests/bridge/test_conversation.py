@@ -70,6 +70,59 @@ async def test_invite_then_messages_both_ways(start_bridge: StartBridge) -> None
     assert reply["seq"] == 3
 
 
+async def test_conversations_page_by_page(start_bridge: StartBridge) -> None:
+    """With ``limit``, the list comes a page at a time: each page's ``next`` is the ``after`` of
+    the following one, and the pages together are the whole list, oldest first, once each."""
+    h = await start_bridge()
+    hub = await h.create_bot("hub")
+    for n in range(7):  # several start within one millisecond: the id breaks the tie
+        await h.start_conversation(hub, await h.create_bot(f"peer{n}"), f"hello {n}")
+
+    async def page(**query: Any) -> tuple[list[dict[str, Any]], str | None]:
+        response = await h.http.get("/v1/conversations", params=query, headers=hub.auth)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        return body["conversations"], body["next"]
+
+    everything, end = await page()
+    assert len(everything) == 7
+    assert end is None
+    assert everything == sorted(everything, key=lambda c: (c["created_at_ms"], c["id"]))
+
+    pages, cursor = [], None
+    while True:
+        items, cursor = await page(limit=3, **({} if cursor is None else {"after": cursor}))
+        pages.append(items)
+        if cursor is None:
+            break
+        assert cursor == f"{items[-1]['created_at_ms']}.{items[-1]['id']}"
+    assert [len(items) for items in pages] == [3, 3, 1]
+    assert [c for items in pages for c in items] == everything
+
+    assert await page(limit=7) == (everything, None)  # exactly one full page: no next
+    assert await page(limit=6) == (
+        everything[:6],
+        f"{everything[5]['created_at_ms']}.{everything[5]['id']}",
+    )
+    first, _ = await page(limit=2)
+    rest, end = await page(after=f"{first[-1]['created_at_ms']}.{first[-1]['id']}")  # limit 100
+    assert (rest, end) == (everything[2:], None)
+    assert await page(limit=5, after=f"9999999999999.{'f' * 64}") == ([], None)
+
+    for query in (
+        {"limit": 0},
+        {"limit": 1001},
+        {"limit": "x"},
+        {"after": "12"},
+        {"after": f"1.{'A' * 64}"},
+        {"after": f"{'9' * 20}.{'0' * 64}"},
+    ):
+        response = await h.http.get("/v1/conversations", params=query, headers=hub.auth)
+        assert response.status == 422, query
+        error = (await response.json())["error"]
+        assert error["field"] == next(iter(query))
+
+
 async def test_many_messages_arrive_in_order_once(start_bridge: StartBridge) -> None:
     h = await start_bridge()
     alice, bob = await h.create_bot(), await h.create_bot()

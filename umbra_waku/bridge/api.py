@@ -471,9 +471,38 @@ async def get_me(request: web.Request) -> web.Response:
 
 @bot_route
 async def list_conversations(request: web.Request) -> web.Response:
-    records = await _bridge(request).conversations(request[BOT_KEY].bot_id)
+    """All of the bot's conversations, or with ``limit`` a page of them; ``next`` is the
+    ``after`` of the next page (None: this page ends the list)."""
+    bot_id = request[BOT_KEY].bot_id
+    after = _conversation_cursor(request)
+    bridge = _bridge(request)
+    if "limit" not in request.query and after is None:
+        records = await bridge.conversations(bot_id)
+        more = False
+    else:
+        limit = _int_query(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
+        records = await bridge.conversations_page(bot_id, after, limit + 1)
+        more = len(records) > limit
+        del records[limit:]
     items = [_conversation_model(record) for record in records]
-    return _json(models.ConversationList(conversations=items))
+    last = records[-1] if more else None
+    cursor = None if last is None else f"{last.created_at_ms}.{last.short_id}"
+    return _json(models.ConversationList(conversations=items, next=cursor))
+
+
+_CONVERSATION_CURSOR = re.compile(r"([0-9]{1,19})\.([0-9a-f]{64})")
+
+
+def _conversation_cursor(request: web.Request) -> tuple[int, str] | None:
+    """The ``after`` of a conversation page: a previous page's ``next`` (created_at_ms, a dot,
+    the last conversation's id)."""
+    text = request.query.get("after")
+    if text is None or text == "":
+        return None
+    match = _CONVERSATION_CURSOR.fullmatch(text)
+    if match is None or int(match[1]) > MAX_CURSOR:
+        raise ApiError(422, "invalid_request", "must be the next of a previous page", "after")
+    return int(match[1]), match[2]
 
 
 @bot_route

@@ -145,6 +145,10 @@ class Conversation(_Response):
 
 class ConversationList(_Response):
     conversations: list[Conversation]
+    next: str | None = Field(
+        default=None,
+        description="with limit: the after of the next page; null when this page ends the list",
+    )
 
 
 class SendResult(_Response):

@@ -196,7 +196,25 @@ def _paths() -> Json:
                 "This bot's conversations, oldest first",
                 "bot",
                 _BOT,
-                {"200": _json_body("ConversationList", "The conversations"), **_errors(401, 403)},
+                {
+                    "200": _json_body("ConversationList", "The conversations"),
+                    **_errors(401, 403, 422),
+                },
+                description="Without limit and after: every conversation. With limit: a page "
+                "of at most limit; pass its next as after for the following page (next is null "
+                "on the last page).",
+                parameters=[
+                    _query(
+                        "limit",
+                        "Most conversations returned (default 100 when after is given)",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                    ),
+                    _query(
+                        "after",
+                        "The next of the previous page",
+                        {"type": "string", "pattern": "^[0-9]{1,19}[.][0-9a-f]{64}$"},
+                    ),
+                ],
             ),
             "post": _operation(
                 "startConversation",

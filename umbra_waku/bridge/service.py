@@ -609,7 +609,15 @@ class Bridge:
     # ---- conversations and messages ----
 
     async def conversations(self, bot_id: str) -> list[ConversationRecord]:
+        """A bot's conversations, oldest first."""
         return await self.store.conversations(bot_id)
+
+    async def conversations_page(
+        self, bot_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[ConversationRecord]:
+        """At most ``limit`` of a bot's conversations, oldest first, after the one whose
+        (created_at_ms, short id) is ``after`` (None: from the first)."""
+        return await self.store.conversations_after(bot_id, after, limit)
 
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None:
         key = (bot_id, short)

@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (bot_id, conversation_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS conversations_short ON conversations (bot_id, short_id);
+-- a bot's conversations oldest first, a page at a time (added in place: IF NOT EXISTS)
+CREATE INDEX IF NOT EXISTS conversations_by_age ON conversations (bot_id, created_at_ms, short_id);
 CREATE TABLE IF NOT EXISTS events (
     bot_id TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -129,9 +131,14 @@ SET closed = excluded.closed, state = excluded.state, updated_at_ms = excluded.u
 _SELECT_CONVERSATIONS = """
 SELECT bot_id, conversation_id, peer, initiator, created_at_ms, closed, state FROM conversations
 """
-_ALL_CONVERSATIONS = _SELECT_CONVERSATIONS + " ORDER BY created_at_ms, conversation_id"
-_BOT_CONVERSATIONS = (
-    _SELECT_CONVERSATIONS + " WHERE bot_id = ? ORDER BY created_at_ms, conversation_id"
+_ALL_CONVERSATIONS = _SELECT_CONVERSATIONS + " ORDER BY created_at_ms, short_id"
+_BOT_CONVERSATIONS = _SELECT_CONVERSATIONS + " WHERE bot_id = ? ORDER BY created_at_ms, short_id"
+_BOT_CONVERSATIONS_AFTER = (
+    _SELECT_CONVERSATIONS + " WHERE bot_id = ? AND (created_at_ms, short_id) > (?, ?)"
+    " ORDER BY created_at_ms, short_id LIMIT ?"
+)
+_BOT_CONVERSATIONS_FIRST = (
+    _SELECT_CONVERSATIONS + " WHERE bot_id = ? ORDER BY created_at_ms, short_id LIMIT ?"
 )
 _ONE_CONVERSATION = _SELECT_CONVERSATIONS + " WHERE bot_id = ? AND short_id = ?"
 _CONVERSATION_PAGE = (
@@ -444,6 +451,20 @@ class SqliteStore:
             rows = self._conn.execute(_ALL_CONVERSATIONS)
         else:
             rows = self._conn.execute(_BOT_CONVERSATIONS, (bot_id,))
+        return [_conversation(row) for row in rows]
+
+    async def conversations_after(
+        self, bot_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[ConversationRecord]:
+        return await self._run(self._conversations_after, bot_id, after, limit)
+
+    def _conversations_after(
+        self, bot_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[ConversationRecord]:
+        if after is None:
+            rows = self._conn.execute(_BOT_CONVERSATIONS_FIRST, (bot_id, limit))
+        else:
+            rows = self._conn.execute(_BOT_CONVERSATIONS_AFTER, (bot_id, *after, limit))
         return [_conversation(row) for row in rows]
 
     async def conversation_pages(

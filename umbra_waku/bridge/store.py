@@ -144,6 +144,13 @@ class Store(Protocol):
         """A bot's conversations, ``page`` records at a time (in storage order), so that a
         restore never holds every state blob at once."""
 
+    async def conversations_after(
+        self, bot_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[ConversationRecord]:
+        """At most ``limit`` of a bot's conversations, oldest first (by ``created_at_ms``, then
+        short id), after the one whose (created_at_ms, short id) is ``after`` (None: from the
+        first)."""
+
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None: ...
 
     # ---- receiving ----
