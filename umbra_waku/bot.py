@@ -25,8 +25,10 @@ The same handlers run on two backends, kept behind the small :class:`BotBackend`
 
 Handlers are coroutines. ``@bot.on_conversation`` runs for every new conversation (an invitation
 this bot accepted, or one it started with :meth:`Bot.invite`); ``@bot.on_message`` runs for every
-incoming :class:`~umbra_waku.frames.Content`. Events of one conversation are handled in the order
-they arrived; different conversations are handled concurrently. A handler that raises is logged
+incoming :class:`~umbra_waku.frames.Content`; ``@bot.on_closed`` when the peer leaves. A bot
+leaves with :meth:`Bot.close_conversation` (or ``Conversation.close``). Events of one
+conversation are handled in the order they arrived; different conversations are handled
+concurrently. A handler that raises is logged
 (``umbra_waku.bot``) and the bot goes on.
 
 Shutdown (SIGINT, SIGTERM, :meth:`Bot.stop` or leaving ``async with``), in the style of aiogram's
@@ -163,6 +165,9 @@ class BotBackend(Protocol):
 
     async def send(self, conversation_id: str, content: Content) -> None: ...
 
+    async def close_conversation(self, conversation_id: str, reason: str) -> None:
+        """Leave a conversation (after the sends made before): the peer is told ``reason``."""
+
     async def close(self) -> None:
         """Release everything; idempotent."""
 
@@ -205,6 +210,10 @@ class Conversation:
         await self.bot.send(self.conversation_id, text)
 
     send = reply
+
+    async def close(self, reason: str = "") -> None:
+        """Leave this conversation (see :meth:`Bot.close_conversation`)."""
+        await self.bot.close_conversation(self.conversation_id, reason)
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
@@ -417,6 +426,13 @@ class Bot:
         content = _content(text)
         assert content is not None
         await self.backend.send(conversation_id, content)
+
+    async def close_conversation(self, conversation_id: str, reason: str = "") -> None:
+        """Leave a conversation: the peer is told, with ``reason``, after the messages sent
+        before. The conversation stays, closed: later sends in it fail (ConversationError, or
+        BridgeError 409 ``conversation_closed`` through a bridge), and what the peer sent before
+        it learnt still reaches ``on_message``."""
+        await self.backend.close_conversation(conversation_id, reason)
 
     # ---- lifecycle ----
 
@@ -694,6 +710,10 @@ class EmbeddedBackend:
     async def send(self, conversation_id: str, content: Content) -> None:
         await _delivered(await self._require_client().send(conversation_id, content))
 
+    async def close_conversation(self, conversation_id: str, reason: str) -> None:
+        client = self._require_client()
+        await _delivered(await client.close_conversation(conversation_id, reason))
+
     async def close(self) -> None:
         # The bot has stopped reading events: stop forwarding first, then close the client
         # (which finishes in-flight publishes).
@@ -859,6 +879,13 @@ class BridgeBackend:
         if len(self._senders) < BRIDGE_PIPELINE:
             self._senders.add(asyncio.create_task(self._send_queued(), name="bot-bridge-send"))
         await future
+
+    async def close_conversation(self, conversation_id: str, reason: str) -> None:
+        # after what was sent before it: the senders drain the queue before they end
+        while self._senders:
+            await asyncio.wait(set(self._senders))
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/close"
+        await self._request("POST", path, {"reason": reason})
 
     async def _send_queued(self) -> None:
         """Send what is queued, one request at a time, each carrying everything queued."""

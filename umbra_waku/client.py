@@ -942,6 +942,21 @@ class UmbraClient:
             key = await self.ledger.sealed(state, message)
         return self._sent(key, address, conversation_id, message)
 
+    async def close_conversation(
+        self, conversation_id: str, reason: str = "", *, sender: str | None = None
+    ) -> Sent:
+        """Tell the peer we leave a conversation: the Close frame is saved with the conversation,
+        now closed, then published (see :class:`Sent`). The conversation stays, closed: sends
+        are refused (ConversationError), what the peer sent before it learnt is still read."""
+        session = self._sender(sender, conversation_id)
+        address = session.identity.client_address
+        async with self._locks[address]:
+            outgoing = session.close(conversation_id, reason)
+            message = self._message(outgoing)
+            state = ConversationState.of(address, session.conversation(conversation_id))
+            key = await self.ledger.sealed(state, message)
+        return self._sent(key, address, conversation_id, message)
+
     async def send_many(
         self, items: Sequence[tuple[str, Content | str]], *, sender: str | None = None
     ) -> list[Sent | UmbraWakuError]:

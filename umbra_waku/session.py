@@ -191,21 +191,23 @@ class Session:
         _check_content(content)
         conversation = self.conversation(conversation_id)
         if conversation.closed:
-            raise ConversationError(f"conversation {conversation_id} was closed by the peer")
+            raise ConversationError(f"conversation {conversation_id} is closed")
         frame = content_frame(content, self._clock_ms())
-        size = frame.ByteSize()
-        if size > MAX_MESSAGE_BYTES - 512:
-            raise InvalidInput(f"content of {size} bytes does not fit in one Waku message")
+        _check_frame_size(frame.ByteSize(), "content")
         _, payload = conversation.seal(frame, salt=secrets.randbits(32))
         return Outgoing(conversation_id, PRIVATE_TOPIC, payload)
 
     def close(self, conversation_id: str, reason: str = "") -> Outgoing:
-        """Tell the peer we leave, and forget the conversation."""
+        """Tell the peer we leave: the Close frame to publish. The conversation stays, closed,
+        as when the peer leaves: nothing more can be sent in it, and what the peer sent before it
+        learnt is still read. :meth:`remove_conversation` forgets it."""
         conversation = self.conversation(conversation_id)
-        _, payload = conversation.seal(
-            close_frame(reason, self._clock_ms()), salt=secrets.randbits(32)
-        )
-        self.remove_conversation(conversation_id)
+        if conversation.closed:
+            raise ConversationError(f"conversation {conversation_id} is closed")
+        frame = close_frame(reason, self._clock_ms())
+        _check_frame_size(frame.ByteSize(), "the reason")
+        _, payload = conversation.seal(frame, salt=secrets.randbits(32))
+        conversation.closed = True
         return Outgoing(conversation_id, PRIVATE_TOPIC, payload)
 
     # ---- receiving ----
@@ -335,6 +337,12 @@ def _check_content(content: Content) -> None:
         raise InvalidInput(f"content domain must be 1 to {MAX_DOMAIN_LENGTH} characters")
     if not 0 <= content.tag < 2**32:
         raise InvalidInput("content tag must fit in 32 bits")
+
+
+def _check_frame_size(size: int, what: str) -> None:
+    # checked before sealing, which moves the ratchet: a refused frame changes nothing
+    if size > MAX_MESSAGE_BYTES - 512:
+        raise InvalidInput(f"{what} of {size} bytes does not fit in one Waku message")
 
 
 def _check_size(payload: bytes) -> None:

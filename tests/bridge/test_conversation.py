@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -168,28 +169,65 @@ async def test_admin_lists_and_deletes_bots(start_bridge: StartBridge) -> None:
     assert [bot["bot_id"] for bot in listed["bots"]] == [b.bot_id]
 
 
-async def test_a_closed_peer_conversation_refuses_sends(start_bridge: StartBridge) -> None:
-    h = await start_bridge()
-    alice, bob = await h.create_bot(), await h.create_bot()
+async def test_a_bot_closes_a_conversation(start_bridge: StartBridge, tmp_path: Path) -> None:
+    """POST .../close: the peer's bot gets conversation_closed with the reason; the conversation
+    stays, closed, on both sides (sends refused with 409), and so it is after a restart; what
+    the peer sent before it learnt is still delivered."""
+    data = tmp_path / "data"
+    h = await start_bridge(data_dir=data)
+    alice, bob = await h.create_bot("alice"), await h.create_bot("bob")
     conversation = await h.start_conversation(alice, bob, "hi")
     await h.wait_events(bob, 2)
-    # alice leaves (through the client API: the HTTP API has no close route yet)
-    client = h.bridge.client
-    session = client.sessions[alice.client_address]
-    outgoing = session.close(f"/private/v1/{conversation}", "bye")
-    from umbra_waku.waku.message import WakuMessage
+    # bob's message crosses alice's close: sent before he learnt of it
+    await h.send(bob, conversation, "one more thing")
+    [late] = await h.wait_events(alice, 1)
+    assert late["text"] == "one more thing"
 
-    await client.publish(WakuMessage.create(outgoing.payload, outgoing.content_topic))
+    response = await h.http.post(
+        f"/v1/conversations/{conversation}/close", json={"reason": "bye"}, headers=alice.auth
+    )
+    assert response.status == 201, await response.text()
+    closing = await response.json()
+    assert closing["conversation_id"] == conversation
+    assert closing["delivery"] == "published"
     [closed] = await h.wait_events(bob, 1, after=2)
     assert closed["type"] == "conversation_closed"
     assert closed["reason"] == "bye"
-    response = await h.http.post(
-        f"/v1/conversations/{conversation}/messages", json={"text": "?"}, headers=bob.auth
-    )
-    assert response.status == 409
-    assert (await response.json())["error"]["code"] == "conversation_closed"
-    got = await (await h.http.get(f"/v1/conversations/{conversation}", headers=bob.auth)).json()
-    assert got["closed"] is True
+    assert closed["conversation_id"] == conversation
+
+    async def refused(bot: Any) -> None:
+        response = await h.http.post(
+            f"/v1/conversations/{conversation}/messages", json={"text": "?"}, headers=bot.auth
+        )
+        assert response.status == 409
+        assert (await response.json())["error"]["code"] == "conversation_closed"
+        again = await h.http.post(f"/v1/conversations/{conversation}/close", headers=bot.auth)
+        assert again.status == 409
+        got = await h.http.get(f"/v1/conversations/{conversation}", headers=bot.auth)
+        assert (await got.json())["closed"] is True
+
+    await refused(alice)
+    await refused(bob)
+    await h.close()
+    h = await start_bridge(data_dir=data)
+    await refused(alice)
+    await refused(bob)
+
+
+async def test_closing_refuses_what_it_cannot_send(start_bridge: StartBridge) -> None:
+    h = await start_bridge()
+    alice, bob = await h.create_bot(), await h.create_bot()
+    conversation = await h.start_conversation(alice, bob, "hi")
+    path = f"/v1/conversations/{conversation}/close"
+    for body, status in (({"reason": "x" * 1025}, 422), ({"why": "?"}, 422), ("[", 400)):
+        kwargs: dict[str, Any] = {"data": body} if isinstance(body, str) else {"json": body}
+        response = await h.http.post(path, headers=alice.auth, **kwargs)
+        assert response.status == status, await response.text()
+    other = await h.http.post(f"/v1/conversations/{'0' * 64}/close", headers=alice.auth)
+    assert other.status == 404
+    assert (await h.http.post(path, headers=bob.auth)).status == 201  # no body: no reason
+    [closed] = await h.wait_events(alice, 1)
+    assert (closed["type"], closed["reason"]) == ("conversation_closed", "")
 
 
 async def test_over_a_rest_node(start_bridge: StartBridge, aiohttp_server: Any) -> None:

@@ -491,16 +491,37 @@ def _state_with(saved: bytes, **fields: bytes) -> bytes:
 
 
 def test_close() -> None:
+    """The closer keeps the conversation, closed: it reads what the peer sent before it learnt,
+    sends and closes no more; the peer reads the Close and is closed too."""
     pair = make_pair()
+    crossing = pair.a2b("one more thing")  # sent before alice learns of the close
     out = pair.bob.close(pair.cid, "bye")
-    assert pair.cid not in pair.bob.conversations
+    assert pair.bob.conversation(pair.cid).closed
+    assert pair.bob.conversation(pair.cid).to_state() != b""
+    late = pair.bob.classify(crossing.payload)
+    assert isinstance(late, Readable)
+    assert isinstance(late.frame, Content)
+    assert late.frame.as_text() == "one more thing"
     result = pair.alice.classify(out.payload)
     assert isinstance(result, Readable)
     assert result.frame == Closed("bye")
     with pytest.raises(ConversationError, match="closed"):
         pair.a2b("are you there?")
-    with pytest.raises(ConversationError):
+    with pytest.raises(ConversationError, match="closed"):
         pair.bob.send(pair.cid, Content.text("x"))
+    with pytest.raises(ConversationError, match="closed"):
+        pair.bob.close(pair.cid)
+    pair.bob.remove_conversation(pair.cid)  # forgotten on request
+    assert pair.cid not in pair.bob.conversations
+
+
+def test_a_close_that_does_not_fit_changes_nothing() -> None:
+    pair = make_pair()
+    state = pair.bob.conversation(pair.cid).to_state()
+    with pytest.raises(InvalidInput, match="reason"):
+        pair.bob.close(pair.cid, "x" * 200_000)
+    assert pair.bob.conversation(pair.cid).to_state() == state
+    assert not pair.bob.conversation(pair.cid).closed
 
 
 def test_session_input_errors() -> None:

@@ -30,6 +30,7 @@ class ScriptedBackend:
         self.queue: asyncio.Queue[BotEvent | None] = asyncio.Queue()
         self.sent: list[tuple[str, Content]] = []
         self.invited: list[tuple[str, Content | None]] = []
+        self.left: list[tuple[str, str]] = []
         self.started = False
         self.closed = 0
 
@@ -50,6 +51,9 @@ class ScriptedBackend:
 
     async def send(self, conversation_id: str, content: Content) -> None:
         self.sent.append((conversation_id, content))
+
+    async def close_conversation(self, conversation_id: str, reason: str) -> None:
+        self.left.append((conversation_id, reason))
 
     async def close(self) -> None:
         self.closed += 1
@@ -84,6 +88,21 @@ async def test_message_handler_gets_text_and_replies() -> None:
     assert (seen[0].text, seen[0].sender, seen[0].conversation_id) == ("hi", PEER, "c1")
     assert backend.sent == [("c1", Content.text("hi"))]
     assert backend.closed == 1
+
+
+async def test_a_conversation_handler_can_leave() -> None:
+    backend = ScriptedBackend()
+    bot = Bot(backend)
+
+    @bot.on_conversation
+    async def started(conversation: Conversation) -> None:
+        await conversation.close("not today")
+
+    async with bot:
+        backend.queue.put_nowait(ConversationStarted("c1", PEER, False))
+        await until(lambda: backend.left)
+        await bot.close_conversation("c2")
+    assert backend.left == [("c1", "not today"), ("c2", "")]
 
 
 async def test_conversation_handler_can_reply() -> None:

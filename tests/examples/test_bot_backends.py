@@ -14,12 +14,13 @@ from umbra_waku.bot import (
     Bot,
     BridgeError,
     Conversation,
+    ConversationClosed,
     EnvelopeClassified,
     Message,
     network_options,
     provision,
 )
-from umbra_waku.errors import ConfigError
+from umbra_waku.errors import ConfigError, ConversationError
 from umbra_waku.frames import Content, State
 from umbra_waku.identity import Identity
 
@@ -101,6 +102,42 @@ async def test_a_bridge_bot_talks_with_an_embedded_bot(running_bridge: RunningBr
     echo_bot = echo(Bot.via_bridge(running_bridge.url, token))
     visitor = Bot.embedded(Identity.generate(), running_bridge.node, name="visitor")
     await converse(echo_bot, visitor)
+
+
+async def leave(closer: Bot, peer: Bot) -> None:
+    """The closer leaves after a last message: the peer reads the message, then the close with
+    its reason, in that order; the closer can no longer send there."""
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    @peer.on_message
+    async def message(message: Message) -> None:
+        await seen.put(f"message {message.text}")
+
+    @peer.on_closed
+    async def closed(event: ConversationClosed) -> None:
+        await seen.put(f"closed {event.reason}")
+
+    async with closer, peer:
+        conversation_id = await closer.invite(peer.client_address, "hello")
+        await closer.send(conversation_id, "last")
+        await closer.close_conversation(conversation_id, "done")
+        got = [await asyncio.wait_for(seen.get(), 10) for _ in range(3)]
+        assert got == ["message hello", "message last", "closed done"]
+        with pytest.raises((ConversationError, BridgeError)) as refused:
+            await closer.send(conversation_id, "after")
+        if isinstance(refused.value, BridgeError):
+            assert (refused.value.status, refused.value.code) == (409, "conversation_closed")
+
+
+async def test_an_embedded_bot_leaves_a_conversation() -> None:
+    node = f"memory://bots-{secrets.token_hex(4)}"
+    await leave(Bot.embedded(Identity.generate(), node), Bot.embedded(Identity.generate(), node))
+
+
+async def test_a_bridge_bot_leaves_a_conversation(running_bridge: RunningBridge) -> None:
+    closer, _ = await running_bridge.create_bot("closer")
+    peer = Bot.embedded(Identity.generate(), running_bridge.node, name="peer")
+    await leave(Bot.via_bridge(running_bridge.url, closer), peer)
 
 
 async def test_the_event_stream_resumes_after_a_restart(

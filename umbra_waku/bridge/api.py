@@ -552,7 +552,7 @@ async def send_message(request: web.Request) -> web.Response:
     body = await _body(request, models.SendMessageRequest)
     content = _content(body.text, body.domain, body.tag, body.data_b64)
     if record.closed:
-        raise ApiError(409, "conversation_closed", "the peer closed this conversation")
+        raise ApiError(409, "conversation_closed", "the conversation is closed")
     bridge = _bridge(request)
     _require_accepting(bridge)
     try:
@@ -561,6 +561,26 @@ async def send_message(request: web.Request) -> web.Response:
         where = "text" if body.text is not None else "data_b64"
         raise ApiError(422, "invalid_request", _one_line(str(exc)), where) from None
     except ConversationError as exc:
+        raise ApiError(409, "conversation_closed", _one_line(str(exc))) from None
+    return _json(_send_result(sent, delivery), _send_status(sent, delivery))
+
+
+@bot_route
+async def close_conversation(request: web.Request) -> web.Response:
+    bot = request[BOT_KEY]
+    record = await _conversation(request, bot)
+    reason = ""
+    if request.can_read_body:
+        reason = (await _body(request, models.CloseConversationRequest)).reason
+    if record.closed:
+        raise ApiError(409, "conversation_closed", "the conversation is closed")
+    bridge = _bridge(request)
+    _require_accepting(bridge)
+    try:
+        sent, delivery = await bridge.close_conversation(bot, record, reason)
+    except InvalidInput as exc:
+        raise ApiError(422, "invalid_request", _one_line(str(exc)), "reason") from None
+    except ConversationError as exc:  # closed meanwhile
         raise ApiError(409, "conversation_closed", _one_line(str(exc))) from None
     return _json(_send_result(sent, delivery), _send_status(sent, delivery))
 
@@ -601,7 +621,7 @@ async def send_messages(request: web.Request) -> web.Response:
             )
         elif record.closed:
             results[i] = _item_error(
-                short, 409, "conversation_closed", "the peer closed this conversation", None
+                short, 409, "conversation_closed", "the conversation is closed", None
             )
         else:
             items.append((record, content))
@@ -750,6 +770,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/conversations", start_conversation),
     ("GET", "/v1/conversations/{conversation_id}", get_conversation),
     ("POST", "/v1/conversations/{conversation_id}/messages", send_message),
+    ("POST", "/v1/conversations/{conversation_id}/close", close_conversation),
     ("POST", "/v1/messages", send_messages),
     ("GET", "/v1/events", stream_events),
     ("GET", "/v1/events/poll", poll_events),

@@ -13,6 +13,7 @@ from umbra_waku.waku.message import MAX_MESSAGE_BYTES
 #: Text and data are limited by what fits in one Waku message; the exact check is the seal's.
 MAX_TEXT_CHARS = MAX_MESSAGE_BYTES
 MAX_DATA_B64_CHARS = (MAX_MESSAGE_BYTES * 4) // 3 + 4
+MAX_REASON_CHARS = 1024
 HEX64 = r"^[0-9a-fA-F]{64}$"
 
 
@@ -73,6 +74,10 @@ class SendMessageRequest(_Request):
     data_b64: str | None = Field(
         None, max_length=MAX_DATA_B64_CHARS, description="the content bytes, standard base64"
     )
+
+
+class CloseConversationRequest(_Request):
+    reason: Text = Field("", max_length=MAX_REASON_CHARS, description="told to the peer")
 
 
 #: Most messages in one POST /v1/messages.
@@ -216,6 +221,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     StartConversationRequest,
     SendMessageRequest,
     SendBatchRequest,
+    CloseConversationRequest,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,

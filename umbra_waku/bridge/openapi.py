@@ -269,6 +269,29 @@ def _paths() -> Json:
                 parameters=[_CONVERSATION_ID],
             )
         },
+        "/v1/conversations/{conversation_id}/close": {
+            "post": _operation(
+                "closeConversation",
+                "Leave a conversation: the peer is told (with an optional reason)",
+                "bot",
+                _BOT,
+                {
+                    "201": _json_body("SendResult", "The node accepted the Close"),
+                    "202": _json_body(
+                        "SendResult", "Saved; still being published (retried in the background)"
+                    ),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 502, 503),
+                },
+                description="The conversation stays, closed (closed: true): sends are refused "
+                "with 409, messages the peer sent before it learnt still arrive as events. The "
+                "peer's bots see a conversation_closed event.",
+                body={
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("CloseConversationRequest")}},
+                },
+                parameters=[_CONVERSATION_ID],
+            )
+        },
         "/v1/messages": {
             "post": _operation(
                 "sendMessages",

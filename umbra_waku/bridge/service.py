@@ -674,6 +674,15 @@ class Bridge:
         )
         return sent, await sent.wait(self.settings.publish_wait)
 
+    async def close_conversation(
+        self, bot: BotInfo, conversation: ConversationRecord, reason: str
+    ) -> tuple[Sent, Delivery]:
+        """Tell the peer the bot leaves: saved (the conversation now closed), then published."""
+        sent = await self.client.close_conversation(
+            conversation.conversation_id, reason, sender=bot.client_address
+        )
+        return sent, await sent.wait(self.settings.publish_wait)
+
     async def send_many(
         self, bot: BotInfo, items: Sequence[tuple[ConversationRecord, Content]]
     ) -> list[tuple[Sent, Delivery] | UmbraWakuError]:
