@@ -51,7 +51,7 @@ from umbra_waku.conversations.private import PRIVATE_TOPIC, PrivateV1, content_f
 from umbra_waku.errors import InvalidInput, NodeProtocolError
 from umbra_waku.frames import BadlyFormed, Classification, NotForMe, Readable
 from umbra_waku.transport import ReceivedMessage
-from umbra_waku.waku.message import MessageHash, WakuMessage
+from umbra_waku.waku.message import MAX_MESSAGE_BYTES, MessageHash, WakuMessage
 
 PUBSUB = "/waku/2/rs/42/0"
 
@@ -182,6 +182,27 @@ def check_fast_path(session: Session, data: bytes, topic: str | None) -> None:
         full = session._classify(data, topic)
         if full != fast:
             raise OracleFailure(f"fast path says {fast!r}, the full path {full!r}: {data!r}")
+    check_route(session, data)
+
+
+def check_route(session: Session, data: bytes) -> None:
+    """The router's promise to UmbraClient: when it names nobody for an envelope, the session
+    answers NotForMe on the private topic (so skipping the session changes nothing); when it is
+    not sure (None), neither is the fast path's scanner."""
+    router = hints.impl.HintIndex()
+    session.use_router(router, "s")
+    try:
+        [route] = router.route([data], MAX_MESSAGE_BYTES)
+    finally:
+        session.use_router(None)
+    fast_path: Any = session.classify
+    scanned = hints.impl.scan_envelope(data) if len(data) <= MAX_MESSAGE_BYTES else None
+    if (route is None) != (scanned is None):
+        raise OracleFailure(f"route {route!r} but the scanner read {scanned!r}: {data!r}")
+    if route == () and fast_path.notforme(data, PRIVATE_TOPIC) is None:
+        raise OracleFailure(f"the router names nobody, the fast path is not sure: {data!r}")
+    if route not in (None, ()) and set(route) != {"s"}:
+        raise OracleFailure(f"route names {route!r}, a router of one session 's': {data!r}")
 
 
 def check_classification(
