@@ -1672,8 +1672,7 @@ class UmbraClient:
                 if route is None:  # not sure: every session, from here on at the latest
                     return [(address, min(first.get(address, i), i)) for address in self._sessions]
                 for address in route or (lead,):
-                    if first.get(address, i) >= i:
-                        first[address] = i
+                    first[address] = min(first.get(address, i), i)
         order = self._order
         return sorted(
             ((a, i) for a, i in first.items() if a in order), key=lambda offer: order[offer[0]]
