@@ -248,20 +248,27 @@ def test_one_bot_cannot_read_or_send_in_another_bots_conversation(live: LiveBrid
         ("POST", f"/v1/conversations/{conversation.upper()}/messages"),
         ("POST", f"/v1/conversations/%2e%2e/{conversation}/messages"),
         ("POST", f"/v1/conversations/{conversation}%00/messages"),
+        ("POST", f"/v1/conversations/{conversation}/close"),
+        ("POST", f"/v1/conversations/{conversation.upper()}/close"),
     ]
     for method, path in attempts:
         status, body = live.request(
             method, path, token=mallory, body=json.dumps({"text": "let me in"}).encode()
         )
         assert status in (404, 405), (method, path, status, body)
-    assert live.request("GET", "/v1/conversations", token=mallory)[1] == {"conversations": []}
+    assert live.request("GET", "/v1/conversations", token=mallory)[1] == {
+        "conversations": [],
+        "next": None,
+    }
     for query in ("?timeout=0", "?after=0&timeout=0", "?after=0&limit=1000&timeout=0"):
         page = live.request("GET", "/v1/events/poll" + query, token=mallory)[1]
         assert page["events"] == [], query
     # bob (the other party) and the admin: bob may, the admin token is not a bot token
-    assert (
-        live.request("GET", f"/v1/conversations/{conversation}", token=live.token("bob"))[0] == 200
+    status, seen_by_bob = live.request(
+        "GET", f"/v1/conversations/{conversation}", token=live.token("bob")
     )
+    assert status == 200
+    assert seen_by_bob["closed"] is False  # mallory's close attempts did nothing
     assert live.request("GET", f"/v1/conversations/{conversation}", token=live.admin)[0] == 403
     # mallory cannot delete or list bots, and nothing of alice's leaked into mallory's view
     assert (
