@@ -3,7 +3,7 @@ or fail under CI=true) and the bridge fixtures of tests/bridge, reused as they a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from bridge.conftest import _clean_environment, network_name, start_bridge
 from bridge.process import BridgeProcess
-from realnodes.conftest import (
-    _failed,
+from realnodes.conftest import (  # the hook too: a failed test gets the nodes' log tails
     gowaku_bin,
     gowaku_pair,
     gowaku_pair_factory,
+    pytest_runtest_makereport,
     realnode_logs,
     realnode_sandbox,
 )
@@ -34,21 +34,11 @@ __all__ = [
     "gowaku_pair",
     "gowaku_pair_factory",
     "network_name",
+    "pytest_runtest_makereport",
     "realnode_logs",
     "realnode_sandbox",
     "start_bridge",
 ]
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """As in tests/realnodes: a failed test gets the nodes' log tails printed at teardown."""
-    report = yield
-    if report.failed:
-        item.stash[_failed] = True
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
