@@ -168,6 +168,9 @@ class BotBackend(Protocol):
     async def close_conversation(self, conversation_id: str, reason: str) -> None:
         """Leave a conversation (after the sends made before): the peer is told ``reason``."""
 
+    async def forget_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation's state: nothing more of it is read (the peer is not told)."""
+
     async def close(self) -> None:
         """Release everything; idempotent."""
 
@@ -433,6 +436,12 @@ class Bot:
         BridgeError 409 ``conversation_closed`` through a bridge), and what the peer sent before
         it learnt still reaches ``on_message``."""
         await self.backend.close_conversation(conversation_id, reason)
+
+    async def forget_conversation(self, conversation_id: str) -> None:
+        """Forget a conversation: its state is deleted, nothing more of it reaches the handlers,
+        and the peer is not told (close it first for that). A bot that has many short
+        conversations forgets the closed ones to keep its memory and storage bounded."""
+        await self.backend.forget_conversation(conversation_id)
 
     # ---- lifecycle ----
 
@@ -714,6 +723,9 @@ class EmbeddedBackend:
         client = self._require_client()
         await _delivered(await client.close_conversation(conversation_id, reason))
 
+    async def forget_conversation(self, conversation_id: str) -> None:
+        await self._require_client().forget_conversation(conversation_id)
+
     async def close(self) -> None:
         # The bot has stopped reading events: stop forwarding first, then close the client
         # (which finishes in-flight publishes).
@@ -887,6 +899,11 @@ class BridgeBackend:
         path = f"/v1/conversations/{quote(conversation_id, safe='')}/close"
         await self._request("POST", path, {"reason": reason})
 
+    async def forget_conversation(self, conversation_id: str) -> None:
+        while self._senders:  # after what was sent before it, as a close
+            await asyncio.wait(set(self._senders))
+        await self._request("DELETE", f"/v1/conversations/{quote(conversation_id, safe='')}")
+
     async def _send_queued(self) -> None:
         """Send what is queued, one request at a time, each carrying everything queued."""
         try:
@@ -1000,6 +1017,8 @@ class BridgeBackend:
                     data = await response.json()
                 if response.status >= 400:
                     raise _bridge_error(response.status, data)
+                if response.status == 204:  # done, nothing to say (a DELETE)
+                    return {}
         except aiohttp.ClientConnectorError as exc:
             raise NodeUnreachable(f"bridge {self.base_url} unreachable: {exc}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -385,6 +385,10 @@ class Ledger(Protocol):
         """Save a batch in ONE transaction: the latest state of each conversation and the
         (conversation_id, message) pairs to publish, in order; returns their keys."""
 
+    async def forgotten(self, client_address: str, conversation_id: str) -> None:
+        """The conversation is forgotten: delete its state (envelopes of it still pending stay,
+        and are still published)."""
+
     async def published_many(self, keys: Sequence[int]) -> None:
         """The node accepted these envelopes (one write)."""
 
@@ -453,6 +457,9 @@ class MemoryLedger:
     async def published_many(self, keys: Sequence[int]) -> None:
         for key in keys:
             self.outbox.pop(key, None)
+
+    async def forgotten(self, client_address: str, conversation_id: str) -> None:
+        self.conversations.pop((client_address, conversation_id), None)
 
     async def failed(self, key: int, reason: str) -> None:
         self.outbox.pop(key, None)
@@ -956,6 +963,17 @@ class UmbraClient:
             state = ConversationState.of(address, session.conversation(conversation_id))
             key = await self.ledger.sealed(state, message)
         return self._sent(key, address, conversation_id, message)
+
+    async def forget_conversation(self, conversation_id: str, *, sender: str | None = None) -> None:
+        """Forget a conversation (deleted from the ledger, then from the session): nothing more
+        of it is read, and the peer is not told (:meth:`close_conversation` first for that).
+        ConversationError if it is unknown."""
+        session = self._sender(sender, conversation_id)
+        address = session.identity.client_address
+        async with self._locks[address]:
+            session.conversation(conversation_id)  # ConversationError if unknown
+            await self.ledger.forgotten(address, conversation_id)
+            session.remove_conversation(conversation_id)
 
     async def send_many(
         self, items: Sequence[tuple[str, Content | str]], *, sender: str | None = None

@@ -13,6 +13,7 @@ from umbra_waku.client import (
     Backfilled,
     Classified,
     ClientEvent,
+    ConversationClosed,
     ConversationStarted,
     ConversationState,
     Delivery,
@@ -24,7 +25,13 @@ from umbra_waku.client import (
     Sent,
     UmbraClient,
 )
-from umbra_waku.errors import NodeHTTPError, NodeUnreachable, PublishRejected, StateError
+from umbra_waku.errors import (
+    ConversationError,
+    NodeHTTPError,
+    NodeUnreachable,
+    PublishRejected,
+    StateError,
+)
 from umbra_waku.frames import Content, State
 from umbra_waku.identity import Identity
 from umbra_waku.session import Session
@@ -69,6 +76,37 @@ async def test_a_conversation_between_two_clients(network_name: str) -> None:
         assert (received.content.as_text(), received.sender) == ("hi alice", bob.client_address)
     # the stream ends when the client closes
     assert [event async for event in bob_events] == []
+
+
+async def test_closing_then_forgetting_a_conversation(network_name: str) -> None:
+    """close_conversation: the peer reads the Close, the closer keeps the conversation closed in
+    its ledger; forget_conversation: gone from the ledger and the session, unknown afterwards."""
+    url = f"memory://{network_name}"
+    async with (
+        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as alice,
+        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as bob,
+    ):
+        assert await alice.wait_live(2)
+        assert await bob.wait_live(2)
+        bob_events = bob.events()
+        sent = await alice.invite(bob.client_address, "hello")
+        cid = sent.conversation_id
+        await next_of(bob_events, ConversationStarted)
+        closing = await alice.close_conversation(cid, "bye")
+        assert await closing.wait(2) is Delivery.PUBLISHED
+        closed = await next_of(bob_events, ConversationClosed)
+        assert (closed.conversation_id, closed.reason) == (cid, "bye")
+        ledger = alice.ledger
+        assert isinstance(ledger, MemoryLedger)
+        assert ledger.conversations[alice.client_address, cid].closed
+        with pytest.raises(ConversationError, match="closed"):
+            await alice.send(cid, "more?")
+        await alice.forget_conversation(cid)
+        assert (alice.client_address, cid) not in ledger.conversations
+        assert cid not in alice.session.conversations
+        for forgotten in (alice.forget_conversation(cid), alice.close_conversation(cid)):
+            with pytest.raises(ConversationError, match="unknown"):
+                await forgotten
 
 
 async def test_duplicates_are_dropped_by_hash(network_name: str) -> None:

@@ -214,6 +214,35 @@ async def test_a_bot_closes_a_conversation(start_bridge: StartBridge, tmp_path: 
     await refused(bob)
 
 
+async def test_a_bot_forgets_a_conversation(start_bridge: StartBridge, tmp_path: Path) -> None:
+    """DELETE /v1/conversations/{id}: the state goes (not listed, 404, also after a restart) and
+    nothing more of the conversation reaches the bot; the peer is not told."""
+    data = tmp_path / "data"
+    h = await start_bridge(data_dir=data)
+    alice, bob = await h.create_bot("alice"), await h.create_bot("bob")
+    kept = await h.start_conversation(alice, bob, "kept")
+    forgotten = await h.start_conversation(alice, bob, "forgotten")
+    await h.wait_events(bob, 4)
+    path = f"/v1/conversations/{forgotten}"
+    response = await h.http.delete(path, headers=bob.auth)
+    assert response.status == 204
+    assert (await h.http.get(path, headers=bob.auth)).status == 404
+    assert (await h.http.delete(path, headers=bob.auth)).status == 404
+    listed = await (await h.http.get("/v1/conversations", headers=bob.auth)).json()
+    assert [c["id"] for c in listed["conversations"]] == [kept]
+    # alice was not told: she still sends in it, and it reaches nobody
+    await h.send(alice, forgotten, "anyone there?")
+    await h.send(alice, kept, "still here")
+    [event] = await h.wait_events(bob, 1, after=4)
+    assert (event["conversation_id"], event["text"]) == (kept, "still here")
+    assert await h.poll(bob, event["seq"], wait=0.3) == []
+    await h.close()
+    h = await start_bridge(data_dir=data)
+    assert (await h.http.get(path, headers=bob.auth)).status == 404
+    listed = await (await h.http.get("/v1/conversations", headers=bob.auth)).json()
+    assert [c["id"] for c in listed["conversations"]] == [kept]
+
+
 async def test_closing_refuses_what_it_cannot_send(start_bridge: StartBridge) -> None:
     h = await start_bridge()
     alice, bob = await h.create_bot(), await h.create_bot()

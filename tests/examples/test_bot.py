@@ -55,6 +55,9 @@ class ScriptedBackend:
     async def close_conversation(self, conversation_id: str, reason: str) -> None:
         self.left.append((conversation_id, reason))
 
+    async def forget_conversation(self, conversation_id: str) -> None:
+        self.left.append((conversation_id, "forgotten"))
+
     async def close(self) -> None:
         self.closed += 1
 
@@ -102,7 +105,8 @@ async def test_a_conversation_handler_can_leave() -> None:
         backend.queue.put_nowait(ConversationStarted("c1", PEER, False))
         await until(lambda: backend.left)
         await bot.close_conversation("c2")
-    assert backend.left == [("c1", "not today"), ("c2", "")]
+        await bot.forget_conversation("c1")
+    assert backend.left == [("c1", "not today"), ("c2", ""), ("c1", "forgotten")]
 
 
 async def test_conversation_handler_can_reply() -> None:

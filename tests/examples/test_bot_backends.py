@@ -127,6 +127,11 @@ async def leave(closer: Bot, peer: Bot) -> None:
             await closer.send(conversation_id, "after")
         if isinstance(refused.value, BridgeError):
             assert (refused.value.status, refused.value.code) == (409, "conversation_closed")
+        await closer.forget_conversation(conversation_id)
+        with pytest.raises((ConversationError, BridgeError)) as unknown:
+            await closer.forget_conversation(conversation_id)
+        if isinstance(unknown.value, BridgeError):
+            assert (unknown.value.status, unknown.value.code) == (404, "not_found")
 
 
 async def test_an_embedded_bot_leaves_a_conversation() -> None:

@@ -250,6 +250,7 @@ def test_one_bot_cannot_read_or_send_in_another_bots_conversation(live: LiveBrid
         ("POST", f"/v1/conversations/{conversation}%00/messages"),
         ("POST", f"/v1/conversations/{conversation}/close"),
         ("POST", f"/v1/conversations/{conversation.upper()}/close"),
+        ("DELETE", f"/v1/conversations/{conversation}"),
     ]
     for method, path in attempts:
         status, body = live.request(
@@ -268,7 +269,11 @@ def test_one_bot_cannot_read_or_send_in_another_bots_conversation(live: LiveBrid
         "GET", f"/v1/conversations/{conversation}", token=live.token("bob")
     )
     assert status == 200
-    assert seen_by_bob["closed"] is False  # mallory's close attempts did nothing
+    assert seen_by_bob["closed"] is False  # mallory's close and delete attempts did nothing
+    status, seen_by_alice = live.request(
+        "GET", f"/v1/conversations/{conversation}", token=live.token("alice")
+    )
+    assert (status, seen_by_alice["closed"]) == (200, False)
     assert live.request("GET", f"/v1/conversations/{conversation}", token=live.admin)[0] == 403
     # mallory cannot delete or list bots, and nothing of alice's leaked into mallory's view
     assert (

@@ -566,6 +566,17 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 @bot_route
+async def delete_conversation(request: web.Request) -> web.Response:
+    bot = request[BOT_KEY]
+    record = await _conversation(request, bot)
+    try:
+        await _bridge(request).delete_conversation(bot, record)
+    except ConversationError:  # deleted meanwhile
+        raise ApiError(404, "not_found", "no such conversation", "conversation_id") from None
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+@bot_route
 async def close_conversation(request: web.Request) -> web.Response:
     bot = request[BOT_KEY]
     record = await _conversation(request, bot)
@@ -769,6 +780,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/conversations", list_conversations),
     ("POST", "/v1/conversations", start_conversation),
     ("GET", "/v1/conversations/{conversation_id}", get_conversation),
+    ("DELETE", "/v1/conversations/{conversation_id}", delete_conversation),
     ("POST", "/v1/conversations/{conversation_id}/messages", send_message),
     ("POST", "/v1/conversations/{conversation_id}/close", close_conversation),
     ("POST", "/v1/messages", send_messages),

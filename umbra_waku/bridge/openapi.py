@@ -247,7 +247,18 @@ def _paths() -> Json:
                 _BOT,
                 {"200": _json_body("Conversation", "The conversation"), **_errors(401, 403, 404)},
                 parameters=[_CONVERSATION_ID],
-            )
+            ),
+            "delete": _operation(
+                "deleteConversation",
+                "Forget a conversation (close it first to tell the peer)",
+                "bot",
+                _BOT,
+                {"204": {"description": "Forgotten"}, **_errors(401, 403, 404)},
+                description="Its state is deleted: nothing more of it is read, it is no longer "
+                "listed, and the peer is not told. Envelopes of it still being published (a "
+                "Close) are still published.",
+                parameters=[_CONVERSATION_ID],
+            ),
         },
         "/v1/conversations/{conversation_id}/messages": {
             "post": _operation(

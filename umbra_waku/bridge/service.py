@@ -346,6 +346,15 @@ class BridgeLedger:
     async def published_many(self, keys: Sequence[int]) -> None:
         await self._store.mark_published_many(keys)
 
+    async def forgotten(self, client_address: str, conversation_id: str) -> None:
+        bot = self._bridge.bot_by_address(client_address)
+        if bot is None:
+            raise ConversationError("the bot was removed")
+        try:
+            await self._store.delete_conversation(bot.bot_id, conversation_id)
+        finally:  # whatever the outcome, the map must not keep it
+            self._bridge.forget_conversation(bot.bot_id, short_id(conversation_id))
+
     async def failed(self, key: int, reason: str) -> None:
         await self._store.mark_failed(key, reason)
 
@@ -639,7 +648,8 @@ class Bridge:
             self._cache((record.bot_id, record.short_id), record)
 
     def forget_conversation(self, bot_id: str, short: str) -> None:
-        """A write of this conversation failed: what the store holds is not known here."""
+        """A write of this conversation failed, or deleted it: drop it from the map (what the
+        store holds is not known here)."""
         self._cache_version += 1
         self._conversation_cache.pop((bot_id, short), None)
 
@@ -682,6 +692,12 @@ class Bridge:
             conversation.conversation_id, reason, sender=bot.client_address
         )
         return sent, await sent.wait(self.settings.publish_wait)
+
+    async def delete_conversation(self, bot: BotInfo, conversation: ConversationRecord) -> None:
+        """Forget a conversation: deleted from the store and the bot's session."""
+        await self.client.forget_conversation(
+            conversation.conversation_id, sender=bot.client_address
+        )
 
     async def send_many(
         self, bot: BotInfo, items: Sequence[tuple[ConversationRecord, Content]]

@@ -441,6 +441,17 @@ class SqliteStore:
     def _delete_bot(db: sqlite3.Connection, bot_id: str) -> bool:
         return db.execute("DELETE FROM bots WHERE bot_id = ?", (bot_id,)).rowcount > 0
 
+    async def delete_conversation(self, bot_id: str, conversation_id: str) -> bool:
+        return await self._write(self._delete_conversation, bot_id, conversation_id)
+
+    @staticmethod
+    def _delete_conversation(db: sqlite3.Connection, bot_id: str, conversation_id: str) -> bool:
+        deleted = db.execute(
+            "DELETE FROM conversations WHERE bot_id = ? AND conversation_id = ?",
+            (bot_id, conversation_id),
+        )
+        return deleted.rowcount > 0
+
     # ---- conversations ----
 
     async def conversations(self, bot_id: str | None = None) -> list[ConversationRecord]:

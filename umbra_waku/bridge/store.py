@@ -153,6 +153,9 @@ class Store(Protocol):
 
     async def conversation(self, bot_id: str, short: str) -> ConversationRecord | None: ...
 
+    async def delete_conversation(self, bot_id: str, conversation_id: str) -> bool:
+        """Delete a conversation (its outbox rows stay); False if unknown."""
+
     # ---- receiving ----
 
     async def record_received(
