@@ -24,12 +24,17 @@ Measured side by side (interleaved rounds, median), with the same client code:
 - ``tmpfs`` (full run only): the bridge with its data directory on /dev/shm, where an fsync costs
   nothing: ``e2e_embedded_disk_vs_tmpfs`` is what the durable writes cost (``synchronous=FULL``;
   per batch, group-committed: sealed, published, received).
+
+During the throughput rounds the CPU time of the server process (every thread) and of this one
+(the bots' SDK) is read from /proc: ``e2e_bridge_cpu_us_per_msg``, ``e2e_sdk_cpu_us_per_msg`` and
+``e2e_floor_cpu_us_per_msg`` (rate x CPU per message = the share of a core the bridge used).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 import uuid
@@ -38,6 +43,7 @@ from typing import Protocol
 
 from benchmarks.common import (
     BridgeClient,
+    CpuMeter,
     commit_ms,
     database_bytes,
     percentile,
@@ -195,11 +201,15 @@ async def _measure(
             for label, data_dir in data_dirs.items()
         }
         servers["floor"] = running_floor()
+        meters: dict[str, CpuMeter] = {}
         for label, server in servers.items():
-            pair = Pair(await stack.enter_async_context(server))
+            client = await stack.enter_async_context(server)
+            pair = Pair(client)
             stack.push_async_callback(pair.close)
             await pair.setup()
             pairs[label] = pair
+            # CPU of the server process and of this one (the bots' SDK) during throughput rounds
+            meters[label] = CpuMeter({"server": [client.pid], "client": [os.getpid()]})
         next_number = dict.fromkeys(pairs, 1)
 
         def take(label: str, n: int) -> int:
@@ -217,8 +227,15 @@ async def _measure(
         for _ in range(rounds):  # interleaved: disk, tmpfs, floor, disk, tmpfs, floor, ...
             for label, pair in pairs.items():
                 n = count * 3 if label == "floor" else count
+                meters[label].start()
                 rates[label].append(await throughput(pair, take(label, n), n, concurrency))
+                meters[label].stop()
         rate = {label: statistics.median(values) for label, values in rates.items()}
+        measured = {label: (count * 3 if label == "floor" else count) * rounds for label in pairs}
+        cpu = {
+            label: {name: used / measured[label] * 1e6 for name, used in meter.used.items()}
+            for label, meter in meters.items()
+        }
 
         lat: dict[str, list[float]] = {}
         for label, pair in pairs.items():
@@ -244,6 +261,11 @@ async def _measure(
         "e2e_floor_p99_ms": percentile(lat["floor"], 0.99) * 1000,
         "db_bytes_per_1k_messages": grown / sent * 1000,
         "e2e_lost_messages": float(pairs["disk"].arrivals.lost),
+        # CPU per message during the throughput rounds: the bridge process (every thread), the
+        # benchmark process (both bots' SDK); and the floor server's, for scale
+        "e2e_bridge_cpu_us_per_msg": cpu["disk"]["server"],
+        "e2e_sdk_cpu_us_per_msg": cpu["disk"]["client"],
+        "e2e_floor_cpu_us_per_msg": cpu["floor"]["server"],
     }
     if "tmpfs" in rate:
         out["e2e_embedded_tmpfs_msgs_per_s"] = rate["tmpfs"]
