@@ -470,6 +470,19 @@ HintIndex_traverse(HintIndexObject *self, visitproc visit, void *arg)
     return 0;
 }
 
+/* take this index's entries out of `mirror`, where they are owned by `tag` */
+static void
+mirror_take_all(const HintIndexObject *self, HintIndexObject *mirror, PyObject *tag)
+{
+    for (Py_ssize_t i = 0; i < self->slots; i++) {
+        uint64_t fp = self->fps[i];
+        if (fp != FP_EMPTY && fp != FP_DELETED) {
+            Py_XDECREF(index_take(mirror, fp, tag));
+        }
+    }
+    index_maybe_shrink(mirror);
+}
+
 /* take this index's entries out of its mirror and forget the mirror */
 static void
 index_unmirror(HintIndexObject *self)
@@ -481,13 +494,7 @@ index_unmirror(HintIndexObject *self)
     }
     self->mirror = NULL;
     self->tag = NULL;
-    for (Py_ssize_t i = 0; i < self->slots; i++) {
-        uint64_t fp = self->fps[i];
-        if (fp != FP_EMPTY && fp != FP_DELETED) {
-            Py_XDECREF(index_take(mirror, fp, tag));
-        }
-    }
-    index_maybe_shrink(mirror);
+    mirror_take_all(self, mirror, tag);
     mirror->sources--;
     Py_DECREF(tag);
     Py_DECREF((PyObject *)mirror);
@@ -497,17 +504,8 @@ index_unmirror(HintIndexObject *self)
 static void
 index_drop_all(HintIndexObject *self)
 {
-    if (self->mirror != NULL) {
-        /* its entries leave the mirror; the mirror stays */
-        HintIndexObject *mirror = self->mirror;
-        PyObject *tag = self->tag;
-        for (Py_ssize_t i = 0; i < self->slots; i++) {
-            uint64_t fp = self->fps[i];
-            if (fp != FP_EMPTY && fp != FP_DELETED) {
-                Py_XDECREF(index_take(mirror, fp, tag));
-            }
-        }
-        index_maybe_shrink(mirror);
+    if (self->mirror != NULL) { /* its entries leave the mirror; the mirror stays */
+        mirror_take_all(self, self->mirror, self->tag);
     }
     PyObject **owners = self->owners;
     void *block = self->fps_block;

@@ -893,16 +893,18 @@ class BridgeBackend:
         await future
 
     async def close_conversation(self, conversation_id: str, reason: str) -> None:
-        # after what was sent before it: the senders drain the queue before they end
-        while self._senders:
-            await asyncio.wait(set(self._senders))
+        await self._after_sends()
         path = f"/v1/conversations/{quote(conversation_id, safe='')}/close"
         await self._request("POST", path, {"reason": reason})
 
     async def forget_conversation(self, conversation_id: str) -> None:
-        while self._senders:  # after what was sent before it, as a close
-            await asyncio.wait(set(self._senders))
+        await self._after_sends()
         await self._request("DELETE", f"/v1/conversations/{quote(conversation_id, safe='')}")
+
+    async def _after_sends(self) -> None:
+        """Wait until what was sent before has gone: the senders drain the queue, then end."""
+        while self._senders:
+            await asyncio.wait(set(self._senders))
 
     async def _send_queued(self) -> None:
         """Send what is queued, one request at a time, each carrying everything queued."""

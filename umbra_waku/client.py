@@ -30,7 +30,7 @@ across restarts). Its contract is what makes a crash lose nothing that was ackno
   hashes, in one transaction), then the events are emitted. If the ledger fails the client
   stops (:meth:`UmbraClient.wait_closed` raises): the session in memory is then ahead of what was
   saved, and only a restart from the saved state (with backfill) is consistent again;
-- sent: ``seal`` -> ``Ledger.sealed`` (new ratchet state + the message, in one transaction) ->
+- sent: ``seal`` -> ``Ledger.sealed_many`` (new ratchet state + the message, in one transaction) ->
   publish -> ``Ledger.published_many`` (what was published meanwhile, in one write);
   :meth:`UmbraClient.send_many` seals a batch and saves it with one ``Ledger.sealed_many``, then
   publishes it in order. Messages the ledger still lists as pending are republished,
@@ -373,10 +373,6 @@ class Ledger(Protocol):
         """Save a batch in ONE transaction: the latest state of each conversation it changed
         and every (event, hash), in order."""
 
-    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
-        """Save the conversation's new state and the message to publish in ONE transaction;
-        returns the key of the pending envelope."""
-
     async def sealed_many(
         self,
         conversations: Sequence[ConversationState],
@@ -431,10 +427,6 @@ class MemoryLedger:
         for event, message_hash in events:
             state = states[event.client_address, event.conversation_id]
             await self.received(event, state, message_hash)
-
-    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
-        [key] = await self.sealed_many([conversation], [(conversation.conversation_id, message)])
-        return key
 
     async def sealed_many(
         self,
@@ -929,7 +921,10 @@ class UmbraClient:
             conversation, outgoing = session.invite(peer, body)
             try:
                 message = self._message(outgoing)
-                key = await self.ledger.sealed(ConversationState.of(address, conversation), message)
+                [key] = await self.ledger.sealed_many(
+                    [ConversationState.of(address, conversation)],
+                    [(conversation.conversation_id, message)],
+                )
             except BaseException:  # not saved: the conversation must not exist
                 session.remove_conversation(conversation.conversation_id)
                 raise
@@ -940,14 +935,10 @@ class UmbraClient:
     ) -> Sent:
         """Encrypt ``content`` for a conversation: saved, then published (see :class:`Sent`)."""
         session = self._sender(sender, conversation_id)
-        address = session.identity.client_address
         body = Content.text(content) if isinstance(content, str) else content
-        async with self._locks[address]:
-            outgoing = session.send(conversation_id, body)
-            message = self._message(outgoing)
-            state = ConversationState.of(address, session.conversation(conversation_id))
-            key = await self.ledger.sealed(state, message)
-        return self._sent(key, address, conversation_id, message)
+        return await self._seal(
+            session, conversation_id, lambda: session.send(conversation_id, body)
+        )
 
     async def close_conversation(
         self, conversation_id: str, reason: str = "", *, sender: str | None = None
@@ -956,12 +947,20 @@ class UmbraClient:
         now closed, then published (see :class:`Sent`). The conversation stays, closed: sends
         are refused (ConversationError), what the peer sent before it learnt is still read."""
         session = self._sender(sender, conversation_id)
+        return await self._seal(
+            session, conversation_id, lambda: session.close(conversation_id, reason)
+        )
+
+    async def _seal(
+        self, session: Session, conversation_id: str, seal: Callable[[], Outgoing]
+    ) -> Sent:
+        """Under the session's lock, ``seal()`` one envelope of a conversation (it moves the
+        session's state) and save it with that state in one ledger write; then publish it."""
         address = session.identity.client_address
         async with self._locks[address]:
-            outgoing = session.close(conversation_id, reason)
-            message = self._message(outgoing)
+            message = self._message(seal())
             state = ConversationState.of(address, session.conversation(conversation_id))
-            key = await self.ledger.sealed(state, message)
+            [key] = await self.ledger.sealed_many([state], [(conversation_id, message)])
         return self._sent(key, address, conversation_id, message)
 
     async def forget_conversation(self, conversation_id: str, *, sender: str | None = None) -> None:

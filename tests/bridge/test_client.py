@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -52,7 +53,9 @@ async def next_of(stream: AsyncIterator[ClientEvent], kind: type[Any], within: f
     return await asyncio.wait_for(find(), within)
 
 
-async def test_a_conversation_between_two_clients(network_name: str) -> None:
+@contextlib.asynccontextmanager
+async def two_live_clients(network_name: str) -> AsyncIterator[tuple[UmbraClient, UmbraClient]]:
+    """Alice and Bob, each with an identity of their own, both live on one memory network."""
     url = f"memory://{network_name}"
     async with (
         UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as alice,
@@ -60,6 +63,11 @@ async def test_a_conversation_between_two_clients(network_name: str) -> None:
     ):
         assert await alice.wait_live(2)
         assert await bob.wait_live(2)
+        yield alice, bob
+
+
+async def test_a_conversation_between_two_clients(network_name: str) -> None:
+    async with two_live_clients(network_name) as (alice, bob):
         bob_events, alice_events = bob.events(), alice.events()
         sent = await alice.invite(bob.client_address, "hello")
         assert await sent.wait(2) is Delivery.PUBLISHED
@@ -81,13 +89,7 @@ async def test_a_conversation_between_two_clients(network_name: str) -> None:
 async def test_closing_then_forgetting_a_conversation(network_name: str) -> None:
     """close_conversation: the peer reads the Close, the closer keeps the conversation closed in
     its ledger; forget_conversation: gone from the ledger and the session, unknown afterwards."""
-    url = f"memory://{network_name}"
-    async with (
-        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as alice,
-        UmbraClient(Identity.generate(), connect(url), options=FAST_CLIENT) as bob,
-    ):
-        assert await alice.wait_live(2)
-        assert await bob.wait_live(2)
+    async with two_live_clients(network_name) as (alice, bob):
         bob_events = bob.events()
         sent = await alice.invite(bob.client_address, "hello")
         cid = sent.conversation_id

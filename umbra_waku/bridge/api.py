@@ -551,16 +551,28 @@ async def send_message(request: web.Request) -> web.Response:
     record = await _conversation(request, bot)
     body = await _body(request, models.SendMessageRequest)
     content = _content(body.text, body.domain, body.tag, body.data_b64)
+    where = "text" if body.text is not None else "data_b64"
+    return await _seal_one(request, record, where, lambda b: b.send(bot, record, content))
+
+
+async def _seal_one(
+    request: web.Request,
+    record: ConversationRecord,
+    field: str,
+    seal: Callable[[Bridge], Awaitable[tuple[Sent, Delivery]]],
+) -> web.Response:
+    """The answer of a route that seals one envelope of a conversation (a message, a close):
+    409 when it is closed, 422 naming ``field`` when the envelope cannot be made, else the
+    send result with its delivery's status."""
     if record.closed:
         raise ApiError(409, "conversation_closed", "the conversation is closed")
     bridge = _bridge(request)
     _require_accepting(bridge)
     try:
-        sent, delivery = await bridge.send(bot, record, content)
+        sent, delivery = await seal(bridge)
     except InvalidInput as exc:
-        where = "text" if body.text is not None else "data_b64"
-        raise ApiError(422, "invalid_request", _one_line(str(exc)), where) from None
-    except ConversationError as exc:
+        raise ApiError(422, "invalid_request", _one_line(str(exc)), field) from None
+    except ConversationError as exc:  # closed meanwhile
         raise ApiError(409, "conversation_closed", _one_line(str(exc))) from None
     return _json(_send_result(sent, delivery), _send_status(sent, delivery))
 
@@ -583,17 +595,9 @@ async def close_conversation(request: web.Request) -> web.Response:
     reason = ""
     if request.can_read_body:
         reason = (await _body(request, models.CloseConversationRequest)).reason
-    if record.closed:
-        raise ApiError(409, "conversation_closed", "the conversation is closed")
-    bridge = _bridge(request)
-    _require_accepting(bridge)
-    try:
-        sent, delivery = await bridge.close_conversation(bot, record, reason)
-    except InvalidInput as exc:
-        raise ApiError(422, "invalid_request", _one_line(str(exc)), "reason") from None
-    except ConversationError as exc:  # closed meanwhile
-        raise ApiError(409, "conversation_closed", _one_line(str(exc))) from None
-    return _json(_send_result(sent, delivery), _send_status(sent, delivery))
+    return await _seal_one(
+        request, record, "reason", lambda b: b.close_conversation(bot, record, reason)
+    )
 
 
 def _item_error(

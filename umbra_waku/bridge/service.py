@@ -301,10 +301,6 @@ class BridgeLedger:
         for bot_id, bot_records in stored.items():
             bridge.notifier.stored(bot_id, bot_records)
 
-    async def sealed(self, conversation: ConversationState, message: WakuMessage) -> int:
-        [key] = await self.sealed_many([conversation], [(conversation.conversation_id, message)])
-        return key
-
     async def sealed_many(
         self,
         conversations: Sequence[ConversationState],
